@@ -1,0 +1,5 @@
+"""Reference models used by techniques, benchmarks and the demo."""
+
+from paretoml.models.mlp import MLP
+
+__all__ = ["MLP"]

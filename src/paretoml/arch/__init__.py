@@ -1,0 +1,1 @@
+"""Efficient architectures. Import the technique module you need, e.g. `paretoml.arch.moe`."""

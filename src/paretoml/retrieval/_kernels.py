@@ -1,0 +1,502 @@
+"""numba kernels of the SOAR index: codebook training, anisotropic encoding, LUT16 scanning,
+top-k selection and exact re-ranking.
+
+Every kernel is compiled with ``cache=True`` and the parallel ones use ``prange``, so
+``numba.set_num_threads`` decides how many cores a call uses. Inputs are validated by the
+Python layer (`index.py`); nothing here raises on user data.
+
+Layout of a partitioned, 4-bit quantized index (built by `index.py`)::
+
+    part_offsets (P+1,) int64   entries of partition p are rows part_offsets[p]:part_offsets[p+1]
+    part_slots   (E,)   int32   the vector slot each entry refers to (a vector spilled to a second
+                                partition has two entries with the same slot)
+    part_codes   (E, B/2) uint8 two 4-bit codes per byte: block 2k in the low nibble, 2k+1 in the high
+
+Scanning takes the queries of one thread's chunk, inverts "query -> probed partitions" into
+"partition -> queries", and scores each partition's entries against all its queries at once:
+the per-query uint8 LUTs are transposed into ``T[b, code, query]`` so that the innermost loop
+adds contiguous query vectors (SIMD over queries) instead of gathering one table entry per
+query. This plays the role of ScaNN's in-register shuffles on hardware numba can reach.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# queries scored together against one partition; T is B*16*_GROUP uint16 (~200 KB at d=384)
+_GROUP = 32
+
+
+# --------------------------------------------------------------------------- codebooks
+
+
+@njit(cache=True, parallel=True)
+def train_codebooks(res: np.ndarray, num_centres: int, iters: int, seed: int) -> np.ndarray:
+    """Lloyd's k-means run independently in every block of `res`.
+
+    Args:
+        res: (n, B, dpb) float32 residual sample split into B blocks of dpb dims.
+    Returns:
+        (B, num_centres, dpb) float32 codebooks.
+    """
+    n, nb, dpb = res.shape
+    cb = np.zeros((nb, num_centres, dpb), np.float32)
+    for b in prange(nb):
+        np.random.seed(seed + b)
+        # init: distinct random rows (n >= num_centres is checked by the caller)
+        perm = np.random.permutation(n)
+        for j in range(num_centres):
+            for t in range(dpb):
+                cb[b, j, t] = res[perm[j], b, t]
+        sums = np.zeros((num_centres, dpb), np.float64)
+        cnt = np.zeros(num_centres, np.int64)
+        for _ in range(iters):
+            sums[:] = 0.0
+            cnt[:] = 0
+            for i in range(n):
+                best = 0
+                bestd = np.inf
+                for j in range(num_centres):
+                    dist = 0.0
+                    for t in range(dpb):
+                        diff = res[i, b, t] - cb[b, j, t]
+                        dist += diff * diff
+                    if dist < bestd:
+                        bestd = dist
+                        best = j
+                cnt[best] += 1
+                for t in range(dpb):
+                    sums[best, t] += res[i, b, t]
+            for j in range(num_centres):
+                if cnt[j] > 0:
+                    for t in range(dpb):
+                        cb[b, j, t] = sums[j, t] / cnt[j]
+                else:  # empty centre: re-seed on a random row
+                    r = np.random.randint(n)
+                    for t in range(dpb):
+                        cb[b, j, t] = res[r, b, t]
+    return cb
+
+
+@njit(cache=True, parallel=True)
+def encode(res: np.ndarray, xdir: np.ndarray, eta: np.ndarray, cb: np.ndarray, passes: int) -> np.ndarray:
+    """Score-aware (anisotropic) encoding by coordinate descent over blocks.
+
+    Minimises ``||e||^2 + (eta - 1) * <e, xdir>^2`` with e = res - quantized(res): the error
+    parallel to the datapoint costs `eta` times the orthogonal error (Guo et al. 2020). With
+    eta = 1 this is plain nearest-centre PQ encoding.
+
+    Args:
+        res: (n, B, dpb) float32 residuals.  xdir: (n, B, dpb) unit datapoint directions.
+        eta: (n,) float32 parallel/orthogonal weight ratio.  cb: (B, K, dpb) codebooks.
+    Returns:
+        (n, B) uint8 codes.
+    """
+    n, nb, dpb = res.shape
+    k = cb.shape[1]
+    codes = np.zeros((n, nb), np.uint8)
+    for i in prange(n):
+        err = np.empty((nb, dpb), np.float32)
+        sq = 0.0
+        par = 0.0
+        for b in range(nb):  # start from the nearest centre of each block
+            best = 0
+            bestd = np.inf
+            for j in range(k):
+                dist = 0.0
+                for t in range(dpb):
+                    diff = res[i, b, t] - cb[b, j, t]
+                    dist += diff * diff
+                if dist < bestd:
+                    bestd = dist
+                    best = j
+            codes[i, b] = best
+            for t in range(dpb):
+                e = res[i, b, t] - cb[b, best, t]
+                err[b, t] = e
+                sq += e * e
+                par += e * xdir[i, b, t]
+        w = eta[i] - 1.0
+        if w == 0.0:
+            continue
+        for _ in range(passes):
+            changed = False
+            for b in range(nb):
+                esq_b = 0.0
+                epar_b = 0.0
+                for t in range(dpb):
+                    esq_b += err[b, t] * err[b, t]
+                    epar_b += err[b, t] * xdir[i, b, t]
+                sq0 = sq - esq_b
+                par0 = par - epar_b
+                best = int(codes[i, b])
+                bestl = sq + w * par * par
+                for j in range(k):
+                    nsq = 0.0
+                    npar = 0.0
+                    for t in range(dpb):
+                        e = res[i, b, t] - cb[b, j, t]
+                        nsq += e * e
+                        npar += e * xdir[i, b, t]
+                    loss = sq0 + nsq + w * (par0 + npar) * (par0 + npar)
+                    if loss < bestl - 1e-12:
+                        bestl = loss
+                        best = j
+                if best != codes[i, b]:
+                    changed = True
+                    codes[i, b] = best
+                    sq = sq0
+                    par = par0
+                    for t in range(dpb):
+                        e = res[i, b, t] - cb[b, best, t]
+                        err[b, t] = e
+                        sq += e * e
+                        par += e * xdir[i, b, t]
+            if not changed:
+                break
+    return codes
+
+
+# --------------------------------------------------------------------------- heaps
+
+
+@njit(cache=True, inline="always")
+def _heap_push(hs, hi, size, s, idx):
+    """Min-heap of the `len(hs)` best scores; returns the new size."""
+    cap = hs.shape[0]
+    if size < cap:
+        pos = size
+        size += 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if hs[parent] <= s:
+                break
+            hs[pos] = hs[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hs[pos] = s
+        hi[pos] = idx
+        return size
+    if s <= hs[0]:
+        return size
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= cap:
+            break
+        if c + 1 < cap and hs[c + 1] < hs[c]:
+            c += 1
+        if hs[c] >= s:
+            break
+        hs[pos] = hs[c]
+        hi[pos] = hi[c]
+        pos = c
+    hs[pos] = s
+    hi[pos] = idx
+    return size
+
+
+@njit(cache=True)
+def _invert_probes(probes, q0, q1, num_parts):
+    """CSR of (query, probe rank) pairs per partition for queries q0:q1."""
+    counts = np.zeros(num_parts + 1, np.int64)
+    nl = probes.shape[1]
+    for q in range(q0, q1):
+        for l in range(nl):
+            p = probes[q, l]
+            if p >= 0:
+                counts[p + 1] += 1
+    for p in range(num_parts):
+        counts[p + 1] += counts[p]
+    fill = counts[:-1].copy()
+    pairs = np.empty((counts[num_parts], 2), np.int64)
+    for q in range(q0, q1):
+        for l in range(nl):
+            p = probes[q, l]
+            if p >= 0:
+                pairs[fill[p], 0] = q
+                pairs[fill[p], 1] = l
+                fill[p] += 1
+    return counts, pairs
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+@njit(cache=True, parallel=True)
+def build_lut16(qb, cb, levels):
+    """Per-query uint8 LUTs from (nq, B, 2) query blocks and (B, 16, 2) codebooks.
+
+    Returns (lut8 (nq, B, 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
+    sum_b <q_b, cb[b, code_b]> ~= bias + scale * sum_b lut8[q, b, code_b].
+    """
+    nq, nb, dpb = qb.shape
+    lut8 = np.empty((nq, nb, 16), np.uint8)
+    scale = np.empty(nq, np.float32)
+    bias = np.empty(nq, np.float32)
+    for q in prange(nq):
+        lut = np.empty((nb, 16), np.float32)
+        span = np.float32(0.0)
+        tot = np.float32(0.0)
+        for b in range(nb):
+            lo = np.float32(np.inf)
+            hi = np.float32(-np.inf)
+            for j in range(16):
+                v = np.float32(0.0)
+                for t in range(dpb):
+                    v += qb[q, b, t] * cb[b, j, t]
+                lut[b, j] = v
+                lo = min(lo, v)
+                hi = max(hi, v)
+            for j in range(16):
+                lut[b, j] -= lo
+            tot += lo
+            span = max(span, hi - lo)
+        sc = max(span, np.float32(1e-30)) / levels
+        inv = np.float32(1.0) / sc
+        for b in range(nb):
+            for j in range(16):
+                lut8[q, b, j] = np.uint8(np.int32(lut[b, j] * inv + np.float32(0.5)))
+        scale[q] = sc
+        bias[q] = tot
+    return lut8, scale, bias
+
+
+@njit(cache=True, parallel=True)
+def scan_lut16(probes, base, lut8, scale, part_offsets, part_slots, part_codes, slot_bias,
+               nchunks, cand_s, cand_i, sizes, scored):
+    """Score the 4-bit codes of every probed partition; keep each query's best candidates.
+
+    Args:
+        probes: (nq, L) int32 probed partitions (-1 = none).
+        base: (nq, L) float32 score offset of (query, probe): <q, centre> + LUT bias.
+        lut8: (nq, B, 16) uint8 quantized LUTs; scale: (nq,) float32 LUT step.
+        slot_bias: (N,) float32 added to every entry of a slot (-|x|^2/2 for L2, else 0).
+        cand_s, cand_i: (nq, R) outputs, min-heaps of approximate scores and slots.
+        sizes: (nq,) int64 heap sizes; scored: (nq,) int64 points scored per query.
+    """
+    nq = probes.shape[0]
+    cap = cand_s.shape[1]
+    num_parts = part_offsets.shape[0] - 1
+    nb = lut8.shape[1]
+    nbytes = part_codes.shape[1]
+    step = (nq + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        q0 = ch * step
+        q1 = min(nq, q0 + step)
+        if q0 >= q1:
+            continue
+        counts, pairs = _invert_probes(probes, q0, q1, num_parts)
+        # tab[b, code, lane]: 32 queries' uint16 LUT entries, read as 8 uint64 words so that
+        # each add below sums 4 queries at once in registers (SWAR); lane sums never carry
+        # because the LUT levels keep every sum < 65536.
+        tab16 = np.zeros((2 * nbytes, 16, _GROUP), np.uint16)
+        tab = tab16.reshape(2 * nbytes * 16 * _GROUP).view(np.uint64).reshape((2 * nbytes, 16, _GROUP // 4))
+        accs = np.zeros(_GROUP // 4, np.uint64)
+        acc16 = accs.view(np.uint16)
+        gq = np.empty(_GROUP, np.int64)
+        gbase = np.empty(_GROUP, np.float32)
+        gscale = np.empty(_GROUP, np.float32)
+        thr = np.empty(_GROUP, np.float32)
+        for p in range(num_parts):
+            e0 = part_offsets[p]
+            e1 = part_offsets[p + 1]
+            for g0 in range(counts[p], counts[p + 1], _GROUP):
+                g = min(_GROUP, counts[p + 1] - g0)
+                for gi in range(g):
+                    q = pairs[g0 + gi, 0]
+                    gq[gi] = q
+                    gbase[gi] = base[q, pairs[g0 + gi, 1]]
+                    gscale[gi] = scale[q]
+                    scored[q] += e1 - e0
+                    thr[gi] = cand_s[q, 0] if sizes[q] == cap else -np.inf
+                for b in range(nb):
+                    for j in range(16):
+                        for gi in range(g):
+                            tab16[b, j, gi] = lut8[gq[gi], b, j]
+                        for gi in range(g, _GROUP):
+                            tab16[b, j, gi] = 0
+                for e in range(e0, e1):
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _sum_codes(part_codes, e, nbytes, tab)
+                    accs[0] = a0
+                    accs[1] = a1
+                    accs[2] = a2
+                    accs[3] = a3
+                    accs[4] = a4
+                    accs[5] = a5
+                    accs[6] = a6
+                    accs[7] = a7
+                    slot = part_slots[e]
+                    sb = slot_bias[slot]
+                    for gi in range(g):
+                        s = gbase[gi] + gscale[gi] * np.float32(acc16[gi]) + sb
+                        if s > thr[gi]:
+                            q = gq[gi]
+                            sizes[q] = _heap_push(cand_s[q], cand_i[q], sizes[q], s, slot)
+                            if sizes[q] == cap:
+                                thr[gi] = cand_s[q, 0]
+
+
+@njit(cache=True, inline="always")
+def _sum_codes(codes, e, nbytes, tab):
+    """LUT sums of entry `e` for 32 queries as 8 SWAR words (4 uint16 lanes each).
+
+    Eight scalar accumulators stay in registers; numba cannot express SIMD shuffles, and a
+    loop over lanes here compiled to gathers and memory round trips (3x slower).
+    """
+    a0 = np.uint64(0)
+    a1 = np.uint64(0)
+    a2 = np.uint64(0)
+    a3 = np.uint64(0)
+    a4 = np.uint64(0)
+    a5 = np.uint64(0)
+    a6 = np.uint64(0)
+    a7 = np.uint64(0)
+    for kb in range(nbytes):
+        byte = codes[e, kb]
+        lo = byte & 15
+        hi = byte >> 4
+        b0 = 2 * kb
+        b1 = b0 + 1
+        a0 += tab[b0, lo, 0] + tab[b1, hi, 0]
+        a1 += tab[b0, lo, 1] + tab[b1, hi, 1]
+        a2 += tab[b0, lo, 2] + tab[b1, hi, 2]
+        a3 += tab[b0, lo, 3] + tab[b1, hi, 3]
+        a4 += tab[b0, lo, 4] + tab[b1, hi, 4]
+        a5 += tab[b0, lo, 5] + tab[b1, hi, 5]
+        a6 += tab[b0, lo, 6] + tab[b1, hi, 6]
+        a7 += tab[b0, lo, 7] + tab[b1, hi, 7]
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(cache=True, parallel=True)
+def scan_float_lut(probes, base, lut, part_offsets, part_slots, part_codes, slot_bias,
+                   nchunks, cand_s, cand_i, sizes, scored):
+    """Like `scan_lut16` for 8-bit codes (one byte per block) with float32 LUTs (nq, B, 256)."""
+    nq = probes.shape[0]
+    nl = probes.shape[1]
+    nb = lut.shape[1]
+    step = (nq + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        for q in range(ch * step, min(nq, (ch + 1) * step)):
+            for l in range(nl):
+                p = probes[q, l]
+                if p < 0:
+                    continue
+                e0 = part_offsets[p]
+                e1 = part_offsets[p + 1]
+                scored[q] += e1 - e0
+                for e in range(e0, e1):
+                    s = base[q, l]
+                    for b in range(nb):
+                        s += lut[q, b, part_codes[e, b]]
+                    slot = part_slots[e]
+                    sizes[q] = _heap_push(cand_s[q], cand_i[q], sizes[q], s + slot_bias[slot], slot)
+
+
+@njit(cache=True, inline="always")
+def _row_f32(data, kind, slot, out, tmp):
+    """Row `slot` of the re-rank copy as float32 into `out` (kind 0 f32, 1 bf16 bits, 2 f16 bits)."""
+    d = out.shape[0]
+    if kind == 0:
+        for t in range(d):
+            out[t] = data[slot, t]
+    elif kind == 1:  # bfloat16: the high half of a float32
+        for t in range(d):
+            tmp[t] = np.uint32(data[slot, t]) << np.uint32(16)
+        fv = tmp.view(np.float32)
+        for t in range(d):
+            out[t] = fv[t]
+    else:  # IEEE half
+        for t in range(d):
+            h = np.uint32(data[slot, t])
+            sign = (h >> np.uint32(15)) << np.uint32(31)
+            ex = (h >> np.uint32(10)) & np.uint32(31)
+            man = h & np.uint32(1023)
+            if ex == 0:
+                tmp[t] = sign  # zero; subnormals are patched below
+            elif ex == 31:
+                tmp[t] = sign | np.uint32(0x7F800000) | (man << np.uint32(13))
+            else:
+                tmp[t] = sign | ((ex + np.uint32(112)) << np.uint32(23)) | (man << np.uint32(13))
+        fv = tmp.view(np.float32)
+        for t in range(d):
+            out[t] = fv[t]
+            h = np.uint32(data[slot, t])
+            ex = (h >> np.uint32(10)) & np.uint32(31)
+            if ex == 0 and (h & np.uint32(1023)) != 0:
+                v = np.float32(h & np.uint32(1023)) * np.float32(5.960464477539063e-08)
+                out[t] = -v if (h >> np.uint32(15)) else v
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def scan_exact(probes, queries, data, kind, part_offsets, part_slots, slot_bias, nchunks,
+               cand_s, cand_i, sizes, scored):
+    """Exact inner products over the probed partitions (the "none" quantizer: IVF-Flat)."""
+    nq = probes.shape[0]
+    nl = probes.shape[1]
+    d = queries.shape[1]
+    step = (nq + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        row = np.empty(d, np.float32)
+        tmp = np.empty(d, np.uint32)
+        for q in range(ch * step, min(nq, (ch + 1) * step)):
+            for l in range(nl):
+                p = probes[q, l]
+                if p < 0:
+                    continue
+                e0 = part_offsets[p]
+                e1 = part_offsets[p + 1]
+                scored[q] += e1 - e0
+                for e in range(e0, e1):
+                    slot = part_slots[e]
+                    _row_f32(data, kind, slot, row, tmp)
+                    s = np.float32(0.0)
+                    for t in range(d):
+                        s += queries[q, t] * row[t]
+                    sizes[q] = _heap_push(cand_s[q], cand_i[q], sizes[q], s + slot_bias[slot], slot)
+
+
+# --------------------------------------------------------------------------- re-ranking
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_s, out_i):
+    """De-duplicate each query's candidates, score them exactly, keep the best k.
+
+    With ``exact=False`` the approximate scores in `cand_s` are kept (no re-rank).
+    Scores are "larger is better" (<q,x>, or <q,x> - |x|^2/2 for L2). Missing results keep
+    the caller's fill values.
+    """
+    nq, d = queries.shape
+    for q in prange(nq):
+        n = sizes[q]
+        order = np.argsort(cand_i[q, :n])
+        row = np.empty(d, np.float32)
+        tmp = np.empty(d, np.uint32)
+        hs = np.empty(k, np.float32)
+        hi = np.empty(k, np.int64)
+        hsize = 0
+        prev = -1
+        for jj in range(n):
+            j = order[jj]
+            slot = cand_i[q, j]
+            if exact:
+                if slot == prev:
+                    continue
+                _row_f32(data, kind, slot, row, tmp)
+                s = np.float32(0.0)
+                for t in range(d):
+                    s += queries[q, t] * row[t]
+                s += slot_bias[slot]
+            else:
+                s = cand_s[q, j]
+                if slot == prev:  # keep the better of a spilled pair
+                    continue
+            prev = slot
+            hsize = _heap_push(hs, hi, hsize, s, slot)
+        srt = np.argsort(-hs[:hsize])
+        for r in range(hsize):
+            out_s[q, r] = hs[srt[r]]
+            out_i[q, r] = hi[srt[r]]

@@ -1,0 +1,330 @@
+"""Fast autoregressive decoding of a `paretoml.models.GPT`: static shapes, CUDA graphs.
+
+Per-token Python and kernel-launch overhead, not the GPU, bounds a naive decode loop at
+batch 1 (HF `generate` reaches a few % of the memory-bandwidth bound). This module runs the
+model with *static* shapes so that a whole decode step can be captured once in a CUDA graph
+and replayed: a preallocated KV buffer of S positions per row, per-row start positions held
+in a device tensor (rows of a batch may sit at different lengths: speculative decoding
+accepts a different number of tokens per row), attention over all S positions with a mask,
+and sampling by inverse CDF from uniforms drawn before the replay — so a step needs no host
+sync at all. On the CPU the same functions run eagerly.
+
+    >>> out = generate(model, [prompt_ids], DecodeConfig(max_new_tokens=128))   # (1, 128) new tokens
+
+`StaticLM` is the building block that `speculative` and `early_exit` share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from paretoml.models.gpt import GPT, RMSNorm
+
+__all__ = ["DecodeConfig", "generate", "StaticLM", "sampling_probs"]
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Sampling settings of a decode loop.
+
+    temperature 0 is greedy; `top_k` / `top_p` filter the tempered distribution first.
+    `cuda_graphs` captures each step in a CUDA graph (ignored on the CPU).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cuda_graphs: bool = True
+
+    def __post_init__(self):
+        _check_sampling(type(self).__name__, self.max_new_tokens, self.temperature, self.top_k, self.top_p)
+
+
+def _check_sampling(where: str, max_new_tokens, temperature, top_k, top_p) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"{where}.max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ValueError(f"{where}.temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"{where}.top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"{where}.top_p must be None or in (0, 1], got {top_p!r}")
+
+
+# --- sampling: static-shape, graph-capturable -------------------------------------------
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                   top_p: float | None = None) -> torch.Tensor:
+    """The distribution a decoder samples from: (..., V) logits → (..., V) float32 probabilities.
+
+    Greedy (temperature 0) is the one-hot of the argmax, so that the speculative rejection
+    rule needs no special case: with one-hot p and q it accepts iff the tokens agree.
+    """
+    lg = logits.float()
+    if temperature == 0:
+        return F.one_hot(lg.argmax(-1), lg.shape[-1]).float()
+    lg = lg / temperature
+    if top_k is not None and top_k < lg.shape[-1]:
+        kth = torch.topk(lg, top_k, dim=-1).values[..., -1:]
+        lg = lg.masked_fill(lg < kth, float("-inf"))
+    probs = torch.softmax(lg, -1)
+    if top_p is not None and top_p < 1.0:
+        # keep the smallest prefix of the sorted distribution whose mass reaches top_p
+        sp, si = probs.sort(-1, descending=True)
+        drop = (sp.cumsum(-1) - sp) >= top_p  # mass before this token already reaches top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sample_from(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sample: probs (..., V), uniforms u (...) in [0, 1) → token ids (...).
+
+    Returns the first index whose CDF exceeds u·total, which always has positive mass.
+    """
+    cdf = probs.cumsum(-1)
+    target = (u * cdf[..., -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf.contiguous(), target.contiguous(), right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+# --- the static-shape model --------------------------------------------------------------
+
+
+@dataclass
+class _StepContext:
+    positions: torch.Tensor  # (B, T) absolute position of each new token
+    mask: torch.Tensor  # (B, 1, T, S) bool: key position <= query position
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (B, T, 1, hs/2)
+
+
+class StaticLM:
+    """A GPT run with static shapes over its own KV buffer of `max_len` positions per row.
+
+    `forward(tokens (B, T), start (B,)) -> logits (B, T, V)` writes the new tokens' keys and
+    values at positions start..start+T-1 of each row and attends over positions <= each
+    query's. Positions past a row's current length may hold stale values; they are masked
+    until overwritten, so rolling back rejected tokens is just moving `start` back.
+    The per-layer pieces (`context`, `embed`, `block`, `write_kv`, `logits`) let early exit
+    run the stack layer by layer.
+    """
+
+    def __init__(self, model: GPT, batch_size: int, max_len: int):
+        cfg = model.cfg
+        if max_len > cfg.block_size:
+            raise ValueError(f"StaticLM: max_len {max_len} exceeds the model's block_size {cfg.block_size}")
+        p = next(model.parameters())
+        self.model, self.cfg = model, cfg
+        self.batch_size, self.max_len = batch_size, max_len
+        shape = (cfg.n_layer, batch_size, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
+        self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
+        self.key_pos = torch.arange(max_len, device=p.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.k.device
+
+    def context(self, T: int, start: torch.Tensor) -> _StepContext:
+        positions = start[:, None] + torch.arange(T, device=start.device)  # (B, T)
+        mask = (self.key_pos[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, T, S)
+        rope = None
+        if self.cfg.pos == "rope":
+            rope = (self.model.rope_cos[positions][:, :, None], self.model.rope_sin[positions][:, :, None])
+        return _StepContext(positions, mask, rope)
+
+    def embed(self, tokens: torch.Tensor, ctx: _StepContext) -> torch.Tensor:
+        x = self.model.wte(tokens)
+        if self.model.wpe is not None:
+            x = x + self.model.wpe(ctx.positions)
+        return x  # (B, T, C)
+
+    def _qkv(self, i: int, h: torch.Tensor, ctx: _StepContext):
+        """Layer i's q (B, nh, T, hs); writes its k, v into the buffer at ctx.positions."""
+        cfg = self.cfg
+        B, T, _ = h.shape
+        nh, nkv, hs = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        qkv = self.model.blocks[i].attn.qkv(h).view(B, T, nh + 2 * nkv, hs)
+        qk, v = qkv[:, :, : nh + nkv], qkv[:, :, nh + nkv :]
+        if ctx.rope is not None:  # rotate interleaved pairs, as GPT does, q and k in one go
+            cos, sin = ctx.rope
+            x0, x1 = qk[..., 0::2].float(), qk[..., 1::2].float()
+            qk = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(h)
+        q = qk[:, :, :nh].transpose(1, 2)
+        idx = ctx.positions[:, None, :, None].expand(B, nkv, T, hs)
+        self.k[i].scatter_(2, idx, qk[:, :, nh:].transpose(1, 2))
+        self.v[i].scatter_(2, idx, v.transpose(1, 2))
+        return q
+
+    def block(self, i: int, x: torch.Tensor, ctx: _StepContext) -> torch.Tensor:
+        """Transformer block i on x (B, T, C), attending over the buffer."""
+        blk, cfg = self.model.blocks[i], self.cfg
+        B, T, C = x.shape
+        q = self._qkv(i, _norm(blk.ln_1, x), ctx)
+        y = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=ctx.mask,
+                                           enable_gqa=cfg.kv_heads != cfg.n_head)
+        x = x + blk.attn.proj(y.transpose(1, 2).reshape(B, T, C))
+        out = blk.ffn(_norm(blk.ln_2, x))
+        if hasattr(out, "aux_loss"):  # an MoE FFN returns an object with .out
+            out = out.out
+        return x + out
+
+    def write_kv(self, i: int, x: torch.Tensor, ctx: _StepContext) -> None:
+        """Fill layer i's keys/values from hidden state x without running the layer (CALM's
+        state propagation for skipped layers)."""
+        self._qkv(i, _norm(self.model.blocks[i].ln_1, x), ctx)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(_norm(self.model.ln_f, x))
+
+    def forward(self, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        ctx = self.context(tokens.shape[1], start)
+        x = self.embed(tokens, ctx)
+        for i in range(self.cfg.n_layer):
+            x = self.block(i, x, ctx)
+        return self.logits(x)
+
+
+def _norm(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(mod, RMSNorm):  # one fused kernel instead of five
+        return F.rms_norm(x, (x.shape[-1],), mod.weight, mod.eps)
+    return mod(x)
+
+
+# --- graph capture -----------------------------------------------------------------------
+
+
+class Graphed:
+    """`fn()` captured in a CUDA graph when `enabled` (replay on call), else run eagerly.
+
+    fn reads and writes only static tensors. Capture runs fn a few times on whatever the
+    buffers hold, so capture graphs *before* loading real state into the buffers.
+    """
+
+    def __init__(self, fn: Callable[[], object], enabled: bool, pool=None):
+        self.fn, self.graph, self.out = fn, None, None
+        if enabled:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):  # warm-up off the capture: cuBLAS handles, lazy inits
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(s)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.out = fn()
+
+    def __call__(self):
+        if self.graph is None:
+            return self.fn()
+        self.graph.replay()
+        return self.out
+
+
+def use_graphs(device: torch.device, requested: bool) -> bool:
+    return requested and device.type == "cuda"
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+def pack_prompts(prompts, vocab_size: int, where: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A list of 1-D id sequences (or a (B, T) tensor) → right-padded (B, Lmax) and lengths (B,)."""
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() != 2 or prompts.numel() == 0:
+            raise ValueError(f"{where}: a prompt tensor must have shape (B, T) with B, T >= 1, "
+                             f"got {tuple(prompts.shape)}")
+        t = prompts.long()
+        if int(t.min()) < 0 or int(t.max()) >= vocab_size:
+            raise ValueError(f"{where}: prompts have ids outside [0, {vocab_size}); were they encoded "
+                             "with the model's tokenizer?")
+        return t.to(device), torch.full((t.shape[0],), t.shape[1], dtype=torch.long, device=device)
+    if not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise ValueError(f"{where}: prompts must be a non-empty list of token-id sequences, got {prompts!r:.60}")
+    rows = []
+    for i, p in enumerate(prompts):
+        t = torch.as_tensor(p, dtype=torch.long).reshape(-1)
+        if t.numel() == 0:
+            raise ValueError(f"{where}: prompt {i} is empty; give at least one token (e.g. a BOS or newline id)")
+        if int(t.min()) < 0 or int(t.max()) >= vocab_size:
+            raise ValueError(f"{where}: prompt {i} has ids outside [0, {vocab_size}); was it encoded "
+                             "with the model's tokenizer?")
+        rows.append(t)
+    lengths = torch.tensor([len(r) for r in rows])
+    padded = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r
+    return padded.to(device), lengths.to(device)
+
+
+def check_context(where: str, model: GPT, longest_prompt: int, extra: int, what: str) -> int:
+    need = longest_prompt + extra
+    if need > model.cfg.block_size:
+        raise ValueError(f"{where}: the longest prompt ({longest_prompt} tokens) + {what} ({extra}) = {need} "
+                         f"positions exceed the model's context of {model.cfg.block_size}; shorten the prompt "
+                         "or lower max_new_tokens")
+    return need
+
+
+# --- target-only decoding -----------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts, config: DecodeConfig = DecodeConfig(), *,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decode `config.max_new_tokens` tokens after each prompt; returns the new ids (B, max_new_tokens).
+
+    Args:
+        model: a `GPT` (eval mode is set by the caller; dropout must be off for exact decoding).
+        prompts: list of 1-D id sequences (lengths may differ) or a (B, T) tensor.
+        config: sampling settings.
+        generator: random source for sampling (on the model's device or the CPU).
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"decode.generate: model must be a paretoml GPT, got {type(model).__name__}")
+    device = next(model.parameters()).device
+    padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "decode.generate", device)
+    B, L = padded.shape
+    n_new = config.max_new_tokens
+    S = check_context("decode.generate", model, L, n_new, "max_new_tokens")
+    lm = StaticLM(model, B, S)
+    seq = torch.zeros(B, S + 1, dtype=torch.long, device=device)
+    n = torch.full((B,), 2, dtype=torch.long, device=device)  # valid junk for capture
+    u = torch.zeros(B, device=device)
+    cfg = config
+    sampled = cfg.temperature > 0
+
+    def step():
+        tok = seq.gather(1, (n - 1)[:, None])
+        lg = lm.forward(tok, n - 1)[:, 0]
+        if sampled:
+            nxt = sample_from(sampling_probs(lg, cfg.temperature, cfg.top_k, cfg.top_p), u)
+        else:
+            nxt = lg.argmax(-1)
+        seq.scatter_(1, n[:, None], nxt[:, None])
+        n.add_(1)
+
+    graphed = Graphed(step, use_graphs(device, cfg.cuda_graphs))
+    seq.zero_()
+    seq[:, :L] = padded
+    n.copy_(lengths)
+    lm.forward(padded, torch.zeros(B, dtype=torch.long, device=device))  # prefill (rows right-padded)
+    for _ in range(n_new):
+        if sampled:
+            _fill_uniform(u, generator)
+        graphed()
+    idx = lengths[:, None] + torch.arange(n_new, device=device)
+    return seq.gather(1, idx)
+
+
+def _fill_uniform(u: torch.Tensor, generator: torch.Generator | None) -> None:
+    if generator is None or generator.device == u.device:
+        u.uniform_(generator=generator)
+    else:
+        u.copy_(torch.rand(u.shape, generator=generator))

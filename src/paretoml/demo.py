@@ -44,11 +44,12 @@ class DemoConfig:
     kd_alpha: float = 0.7
     latency_repeats: int = 200
     throughput_repeats: int = 20
+    threads: int = 1  # every variant and the peer are measured with the same thread count
 
     def __post_init__(self):
         if not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
             raise ValueError(f"DemoConfig.hidden_sizes must be a non-empty tuple of ints >= 1, got {self.hidden_sizes!r}")
-        for name in ("epochs", "batch_size", "student_hidden", "latency_repeats", "throughput_repeats"):
+        for name in ("epochs", "batch_size", "student_hidden", "latency_repeats", "throughput_repeats", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"DemoConfig.{name} must be an int >= 1, got {v!r}")
@@ -246,13 +247,23 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, builders=None, show_progress: bo
     """Build every variant, measure each, return the points (environment stamped)."""
     from paretoml.frontier import environment, progress, stamp
 
+    from threadpoolctl import threadpool_limits
+
     torch.manual_seed(cfg.seed)
     x_tr, y_tr, x_te, y_te = load_digits_split(cfg)
     n_val = len(x_tr) // 5  # the split is shuffled, so the tail is a random validation set
     ctx = DemoContext(cfg, x_tr[:-n_val], y_tr[:-n_val], x_te, y_te, x_tr[-n_val:], y_tr[-n_val:])
-    env = environment("cpu")
     points = []
-    for build in progress(builders or BUILDERS, "demo", enabled=show_progress):
-        for v in build(ctx):
-            points.append(stamp(measure_variant(v, ctx), "demo", env))
+    old_threads = torch.get_num_threads()
+    # Same threads for torch and for the BLAS under numpy/scikit-learn: small models on a
+    # busy machine time far more steadily on one thread than on a contended pool.
+    torch.set_num_threads(cfg.threads)
+    try:
+        with threadpool_limits(cfg.threads):
+            env = environment("cpu")
+            for build in progress(builders or BUILDERS, "demo", enabled=show_progress):
+                for v in build(ctx):
+                    points.append(stamp(measure_variant(v, ctx), "demo", env))
+    finally:
+        torch.set_num_threads(old_threads)
     return points

@@ -7,11 +7,11 @@ the code point in the vocabulary's alphabet plus one, 0 meaning "in no token" (a
 one can only become [UNK]).
 
 Trie layout (Song et al. 2021, "Fast WordPiece Tokenization", arXiv 2012.15524):
-node 0 is the root (tokens spelled from the start of a word, "##" tokens included literally),
-node 1 is the suffix root r# (a token "##abc" is also the path a-b-c below it). Edges are an
-open-addressing hash on (node, char) plus dense rows for the two roots. ``fail[v]`` is the
-failure link f(v) (-1 = null) and ``pops`` the failure pops F(v) as (start, length) into a pool
-of (token id, token length in characters).
+node 0 is the root (tokens spelled from the start of a word), node 1 the suffix root r# (a
+token "##abc" is the path a-b-c below it). Built with an edge hash, then laid out as a double
+array (one cache line per step, ~8 bytes per node). ``fail[v]`` is the failure link f(v)
+(-1 = null) and ``pops`` the failure pops F(v) as (start, length) into a pool of
+(token id, token length in characters).
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ ROOT, SHARP = 0, 1
 WORD, ISOLATED, SPACE, DELETE, EXPAND = 0, 1, 2, 3, 4  # same codes as normalize.py
 LINMAXMATCH, MAXMATCH = 0, 1
 
-SECTIONS = ("table", "exp_start", "exp_len", "exp_items", "root_row", "sharp_row", "single_id",
-            "h_node", "h_cid", "h_child", "fail", "pop_start", "pop_len", "pool_id", "pool_len",
-            "node_tok")
+SECTIONS = ("table", "exp_start", "exp_len", "exp_items", "da", "single_id", "node", "pool", "node_tok")
 N_SECTIONS = len(SECTIONS)
-HEADER = N_SECTIONS + 2  # section starts, the end of the last section, then the hash bit count
+HEADER = N_SECTIONS + 1  # section starts, then the end of the last section
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -36,25 +34,44 @@ def _hash_slot(node, cid, bits):
     return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
 
 
-@nb.njit(cache=True, nogil=True)
-def _find(h_node, h_cid, h_child, bits, node, cid):
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(h, bits, node, cid):
+    """Child of `node` by char `cid` in the edge hash h = [node, cid, child] * 2**bits, or -1."""
     mask = (1 << bits) - 1
     s = _hash_slot(node, cid, bits)
     while True:
-        n = h_node[s]
-        if n == node and h_cid[s] == cid:
-            return h_child[s]
+        n = h[3 * s]
+        if n == node and h[3 * s + 1] == cid:
+            return h[3 * s + 2]
         if n < 0:
             return -1
         s = (s + 1) & mask
 
 
 @nb.njit(cache=True, nogil=True)
-def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars):
+def _pack_edges(e_parent, e_cid, n_nodes):
+    """The edges (parent, char) -> child, v = 2..n_nodes-1, in a hash at most half full."""
+    bits = 4
+    while (1 << bits) < 2 * n_nodes:
+        bits += 1
+    mask = (1 << bits) - 1
+    h = np.full(3 << bits, -1, np.int32)
+    for v in range(2, n_nodes):
+        s = _hash_slot(e_parent[v], e_cid[v], bits)
+        while h[3 * s] >= 0:
+            s = (s + 1) & mask
+        h[3 * s], h[3 * s + 1], h[3 * s + 2] = e_parent[v], e_cid[v], v
+    return h, bits
+
+
+@nb.njit(cache=True, nogil=True)
+def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars, literal_suffix):
     """Trie, failure links and failure pops for the tokens (char ids ``tok_cids[tok_off[i]:tok_off[i+1]]``).
 
-    ``tok_suffix[i]`` marks "##..." tokens, which are inserted twice: literally under the root
-    and, without the "##", under the suffix root. Returns the arrays of the blob's trie sections.
+    ``tok_suffix[i]`` marks "##..." tokens: they go, without the "##", under the suffix root, and
+    with ``literal_suffix`` also literally under the root (only a word that starts with "##" can
+    reach those; end-to-end words never hold "#", which is punctuation). Returns the arrays of the
+    blob's trie sections.
     """
     n_tok = tok_id.shape[0]
     max_nodes = 2 + tok_cids.shape[0] * 2
@@ -73,7 +90,7 @@ def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars):
     n_nodes = 2
     for t in range(n_tok):
         for suffix in range(2):
-            if suffix == 1 and not tok_suffix[t]:
+            if (suffix == 1 and not tok_suffix[t]) or (suffix == 0 and tok_suffix[t] and not literal_suffix):
                 continue
             u = SHARP if suffix else ROOT
             for j in range(tok_off[t] + 2 * suffix, tok_off[t + 1]):
@@ -89,6 +106,7 @@ def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars):
                 u = h_child[s]
             node_tok[u] = tok_id[t]
     node_tok[SHARP] = -1  # r# is where suffixes start; a literal "##" token is a separate node
+    h, bits = _pack_edges(e_parent, e_cid, n_nodes)
     # children lists (CSR by parent) for the breadth-first pass
     cnt = np.zeros(n_nodes + 1, np.int64)
     for v in range(2, n_nodes):
@@ -134,27 +152,101 @@ def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars):
                 pool_id[n_pool], pool_len[n_pool] = pool_id[q], pool_len[q]
                 n_pool += 1
             z = fail[u]
-            while z >= 0 and _find(h_node, h_cid, h_child, bits, z, c) < 0:
+            while z >= 0 and _find(h, bits, z, c) < 0:
                 for q in range(pop_start[z], pop_start[z] + pop_len[z]):
                     pool_id[n_pool], pool_len[n_pool] = pool_id[q], pool_len[q]
                     n_pool += 1
                 z = fail[z]
             if z >= 0:
-                fail[v] = _find(h_node, h_cid, h_child, bits, z, c)
+                fail[v] = _find(h, bits, z, c)
                 pop_start[v], pop_len[v] = start, n_pool - start
             else:
                 n_pool = start  # f(v) is null: any word reaching v cannot be tokenized
-    root_row = np.full(nchars + 1, -1, np.int32)
-    sharp_row = np.full(nchars + 1, -1, np.int32)
+    return _double_array(cnt, kids, e_cid, n_nodes, nchars, fail, pop_start, pop_len, node_tok,
+                         pool_id[:n_pool].copy(), pool_len[:n_pool].copy())
+
+
+@nb.njit(cache=True, nogil=True)
+def _double_array(cnt, kids, e_cid, n_nodes, nchars, fail, pop_start, pop_len, node_tok, pool_id, pool_len):
+    """Re-lay the trie as a double array (Aoe 1989): node u's child by char c is the slot
+    t = base[u] + c when check[t] == u. Stored interleaved, da[2t] = base, da[2t+1] = check, so
+    one step reads one cache line; per-node arrays are re-indexed by slot."""
+    cap = 2 * n_nodes + 2 * nchars + 16
+    base = np.zeros(cap, np.int32)
+    check = np.full(cap, -1, np.int32)
+    slot = np.full(n_nodes, -1, np.int64)
+    slot[ROOT], slot[SHARP] = ROOT, SHARP
+    check[ROOT] = check[SHARP] = -2
+    first_free, top = 2, 2
+    queue = np.empty(n_nodes, np.int32)
+    queue[0], queue[1] = ROOT, SHARP
+    head, tail = 0, 2
+    while head < tail:  # breadth first: a parent gets its slot before its children are placed
+        u = queue[head]
+        head += 1
+        k0, k1 = cnt[u], cnt[u + 1]
+        if k0 == k1:
+            continue
+        cmin = nchars + 1
+        for k in range(k0, k1):
+            queue[tail] = kids[k]
+            tail += 1
+            cmin = min(cmin, e_cid[kids[k]])
+        p = first_free
+        while True:
+            if p + nchars + 2 >= cap:
+                cap *= 2
+                base = _grow(base, cap)
+                check = _grow_fill(check, cap, -1)
+            if check[p] == -1 and p - cmin >= 1:
+                b = p - cmin
+                ok = True
+                for k in range(k0, k1):
+                    if check[b + e_cid[kids[k]]] != -1:
+                        ok = False
+                        break
+                if ok:
+                    break
+            p += 1
+        base[slot[u]] = b
+        for k in range(k0, k1):
+            t = b + e_cid[kids[k]]
+            check[t] = slot[u]
+            slot[kids[k]] = t
+            top = max(top, t + 1)
+        while check[first_free] != -1:
+            first_free += 1
+    size = max(top, first_free) + nchars + 2  # base + c stays inside for every c
+    da = np.empty(2 * size, np.int32)
+    da[0::2] = base[:size]
+    da[1::2] = check[:size]
+    fail_s = np.full(size, -1, np.int32)
+    pop_start_s = np.zeros(size, np.int32)
+    pop_len_s = np.zeros(size, np.int32)
+    tok_s = np.full(size, -1, np.int32)
+    for v in range(n_nodes):
+        t = slot[v]
+        fail_s[t] = slot[fail[v]] if fail[v] >= 0 else -1
+        pop_start_s[t], pop_len_s[t], tok_s[t] = pop_start[v], pop_len[v], node_tok[v]
     single_id = np.full(nchars + 1, -1, np.int32)
-    for v in range(2, n_nodes):
-        if e_parent[v] == ROOT:
-            root_row[e_cid[v]] = v
-            single_id[e_cid[v]] = node_tok[v]
-        elif e_parent[v] == SHARP:
-            sharp_row[e_cid[v]] = v
-    return (root_row, sharp_row, single_id, h_node, h_cid, h_child, fail, pop_start, pop_len,
-            pool_id[:n_pool].copy(), pool_len[:n_pool].copy(), node_tok[:n_nodes].copy(), bits)
+    for c in range(1, nchars + 1):
+        t = base[ROOT] + c
+        if check[t] == ROOT:
+            single_id[c] = tok_s[t]
+    # what a failure transition reads, together: node = [fail, pop start, pop count] per slot,
+    # pool = [token id, token length] per pop
+    node = np.empty(3 * size, np.int32)
+    node[0::3], node[1::3], node[2::3] = fail_s, pop_start_s, pop_len_s
+    pool = np.empty(2 * pool_id.shape[0], np.int32)
+    pool[0::2], pool[1::2] = pool_id, pool_len
+    return da, single_id, node, pool, tok_s
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow_fill(a, n, value):
+    b = np.full(n, value, a.dtype)
+    b[: a.shape[0]] = a
+    return b
 
 
 @nb.njit(cache=True, nogil=True)
@@ -170,29 +262,24 @@ def _sec(blob, i):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _goto(u, c, root_row, sharp_row, h_node, h_cid, h_child, bits):
-    if u == ROOT:
-        return root_row[c]
-    if u == SHARP:
-        return sharp_row[c]
-    return _find(h_node, h_cid, h_child, bits, u, c)
+def _goto(da, u, c):
+    t = da[2 * u] + c
+    return t if da[2 * t + 1] == u else -1
 
 
 @nb.njit(cache=True, nogil=True)
 def _match_word(blob, wc, ws, we, wlen, algo, out, n):
     """WordPiece of one word (char ids wc[:wlen], original spans ws/we) into out[n:]; returns
     the new n, or -1 when the word cannot be tokenized (the caller writes [UNK])."""
-    root_row, sharp_row = _sec(blob, 4), _sec(blob, 5)
-    h_node, h_cid, h_child = _sec(blob, 7), _sec(blob, 8), _sec(blob, 9)
-    bits = blob[N_SECTIONS + 1]
+    da = _sec(blob, 4)
     if algo == MAXMATCH:  # classic longest-match-first: walk as far as possible, back off
-        node_tok = _sec(blob, 15)
+        node_tok = _sec(blob, 8)
         s = 0
         while s < wlen:
             u = ROOT if s == 0 else SHARP
             best, best_end = -1, -1
             for j in range(s, wlen):
-                u = _goto(u, wc[j], root_row, sharp_row, h_node, h_cid, h_child, bits)
+                u = _goto(da, u, wc[j])
                 if u < 0:
                     break
                 if node_tok[u] >= 0:
@@ -203,26 +290,26 @@ def _match_word(blob, wc, ws, we, wlen, algo, out, n):
             n += 1
             s = best_end
         return n
-    fail, pop_start, pop_len = _sec(blob, 10), _sec(blob, 11), _sec(blob, 12)
-    pool_id, pool_len = _sec(blob, 13), _sec(blob, 14)
+    node, pool = _sec(blob, 6), _sec(blob, 7)
     u, p, v = ROOT, 0, -1  # p: first character not yet covered by an emitted token
     for j in range(wlen + 1):
         c = wc[j] if j < wlen else 0
         while True:
             if j < wlen:
-                v = _goto(u, c, root_row, sharp_row, h_node, h_cid, h_child, bits)
+                v = _goto(da, u, c)
                 if v >= 0:
                     break
             elif u == SHARP:  # end of word and every character covered
                 return n
-            if fail[u] < 0:
+            f, q0 = node[3 * u], node[3 * u + 1]
+            if f < 0:
                 return -1
-            for q in range(pop_start[u], pop_start[u] + pop_len[u]):
-                L = pool_len[q]
-                out[n, 0], out[n, 1], out[n, 2] = pool_id[q], ws[p], we[p + L - 1]
+            for q in range(q0, q0 + node[3 * u + 2]):
+                L = pool[2 * q + 1]
+                out[n, 0], out[n, 1], out[n, 2] = pool[2 * q], ws[p], we[p + L - 1]
                 n += 1
                 p += L
-            u = fail[u]
+            u = f
         u = v
     return n
 
@@ -242,7 +329,7 @@ def _encode_range(blob, cps, lo, hi, params, out, n, wc, ws, we):
     offsets are code-point indices into the text. Returns (out, n); out grows when full."""
     unk, max_chars, cls_id, sep_id, algo = params[0], params[1], params[2], params[3], params[4]
     table, exp_start, exp_len, exp_items = _sec(blob, 0), _sec(blob, 1), _sec(blob, 2), _sec(blob, 3)
-    single_id = _sec(blob, 6)
+    single_id = _sec(blob, 5)
     out = _ensure(out, n, 2)
     if cls_id >= 0:
         out[n, 0], out[n, 1], out[n, 2] = cls_id, 0, 0
@@ -311,8 +398,9 @@ def _encode_range(blob, cps, lo, hi, params, out, n, wc, ws, we):
 @nb.njit(cache=True, nogil=True)
 def encode_one(blob, cps, params):
     """One text → (rows (n, 3) of id, start, end)."""
-    m = params[1] + 1
-    wc, ws, we = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+    m = min(params[1], cps.shape[0]) + 1
+    buf = np.empty(3 * m, np.int32)
+    wc, ws, we = buf[:m], buf[m:2 * m], buf[2 * m:]
     out = np.empty((cps.shape[0] + 4, 3), np.int32)
     out, n = _encode_range(blob, cps, 0, cps.shape[0], params, out, 0, wc, ws, we)
     return out[:n]
@@ -322,8 +410,9 @@ def encode_one(blob, cps, params):
 def encode_many(blob, cps, starts, params):
     """Texts cps[starts[t]:starts[t+1]] → (rows (n, 3), row_splits (T+1,))."""
     n_texts = starts.shape[0] - 1
-    m = params[1] + 1
-    wc, ws, we = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+    m = min(params[1], cps.shape[0]) + 1
+    buf = np.empty(3 * m, np.int32)
+    wc, ws, we = buf[:m], buf[m:2 * m], buf[2 * m:]
     out = np.empty((cps.shape[0] // 2 + 2 * n_texts + 16, 3), np.int32)
     splits = np.empty(n_texts + 1, np.int64)
     n = 0

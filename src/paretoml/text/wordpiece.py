@@ -84,27 +84,27 @@ class Encoding:
     The arrays are read-only views into one (n, 3) block; ``ids.tolist()`` gives a list.
     """
 
-    __slots__ = ("_rows", "_vocab")
+    __slots__ = ("_rows", "_a", "_b", "_vocab")
 
-    def __init__(self, rows: np.ndarray, vocab: tuple[str, ...]):
-        self._rows = rows
-        self._vocab = vocab
+    def __init__(self, rows: np.ndarray, vocab: tuple[str, ...], a: int = 0, b: int | None = None):
+        # rows[a:b] of a batch's (N, 3) block; sliced on access so a batch costs one object per text
+        self._rows, self._a, self._b, self._vocab = rows, a, rows.shape[0] if b is None else b, vocab
 
     @property
     def ids(self) -> np.ndarray:
-        return self._rows[:, 0]
+        return self._rows[self._a:self._b, 0]
 
     @property
     def offsets(self) -> np.ndarray:
-        return self._rows[:, 1:]
+        return self._rows[self._a:self._b, 1:]
 
     @property
     def tokens(self) -> list[str]:
         v = self._vocab
-        return [v[i] for i in self._rows[:, 0].tolist()]
+        return [v[i] for i in self.ids.tolist()]
 
     def __len__(self) -> int:
-        return self._rows.shape[0]
+        return self._b - self._a
 
     def __repr__(self) -> str:
         return f"Encoding(n={len(self)}, ids={self.ids.tolist()[:8]}{'...' if len(self) > 8 else ''})"
@@ -140,6 +140,7 @@ class WordPieceTokenizer:
                                  self._token_to_id[c.cls_token] if special else -1,
                                  self._token_to_id[c.sep_token] if special else -1, algo], np.int64)
         self._blob, self._alphabet = _build_blob(vocab, c.lowercase, c.strips_accents)
+        self._word_blob: np.ndarray | None = None  # with literal "##..." paths, for tokenize_word
         from paretoml.text import _kernels
 
         self._k = _kernels
@@ -244,7 +245,7 @@ class WordPieceTokenizer:
         rows, splits = self.encode_batch_flat(texts, num_threads=num_threads)
         v = self.vocab
         s = splits.tolist()
-        return [Encoding(rows[s[i]:s[i + 1]], v) for i in range(len(texts))]
+        return [Encoding(rows, v, a, b) for a, b in zip(s[:-1], s[1:])]
 
     def encode_batch_flat(self, texts: Sequence[str], num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Tokenize many texts into one block: ``rows`` (N, 3) int32 of (id, start, end) and
@@ -292,7 +293,13 @@ class WordPieceTokenizer:
         a = self._alphabet
         pos = np.minimum(np.searchsorted(a, cps), a.shape[0] - 1)
         cids = np.where(a[pos] == cps, pos + 1, 0).astype(np.int32)
-        return Encoding(self._k.tokenize_word(self._blob, cids, self._params), self.vocab)
+        blob = self._blob
+        if word.startswith("#"):  # may match "##..." tokens spelled out: needs the literal paths
+            if self._word_blob is None:
+                self._word_blob = _build_blob(self.vocab, self.config.lowercase, self.config.strips_accents,
+                                              literal_suffix=True)[0]
+            blob = self._word_blob
+        return Encoding(self._k.tokenize_word(blob, cids, self._params), self.vocab)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         """Text from ids, like HF's WordPiece decoder: "##" pieces glue on, other tokens are joined
@@ -348,7 +355,8 @@ def _code_point_table(lowercase: bool, strip_accents: bool) -> _norm.CodePointTa
     return _norm.code_point_table(lowercase, strip_accents)
 
 
-def _build_blob(vocab: tuple[str, ...], lowercase: bool, strip_accents: bool) -> tuple[np.ndarray, np.ndarray]:
+def _build_blob(vocab: tuple[str, ...], lowercase: bool, strip_accents: bool,
+                literal_suffix: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Pack the normalisation table (with char ids) and the trie into one int32 array."""
     from paretoml.text import _kernels as K
 
@@ -362,9 +370,7 @@ def _build_blob(vocab: tuple[str, ...], lowercase: bool, strip_accents: bool) ->
     np.cumsum([len(t) for _, t in toks], out=tok_off[1:])
     tok_id = np.array([i for i, _ in toks], np.int32)
     tok_suffix = np.array([len(t) > 2 and t.startswith("##") for _, t in toks], np.bool_)
-    (root_row, sharp_row, single_id, h_node, h_cid, h_child, fail, pop_start, pop_len,
-     pool_id, pool_len, node_tok, bits) = K.build_trie(cid_of[cps], tok_off, tok_id, tok_suffix,
-                                                       alphabet.shape[0])
+    trie = K.build_trie(cid_of[cps], tok_off, tok_id, tok_suffix, alphabet.shape[0], literal_suffix)
 
     cpt = _code_point_table(lowercase, strip_accents)
     kind = cpt.kind.astype(np.int32)
@@ -377,10 +383,9 @@ def _build_blob(vocab: tuple[str, ...], lowercase: bool, strip_accents: bool) ->
         np.cumsum(exp_len[:-1], out=exp_start[1:])
     exp_items = np.array([((int(cid_of[c]) if c >= 0 else 0) << 3) | k
                           for x in cpt.expansions for k, c in x], np.int32)
-    sections = [table, exp_start, exp_len, exp_items, root_row, sharp_row, single_id, h_node, h_cid,
-                h_child, fail, pop_start, pop_len, pool_id, pool_len, node_tok]
+    sections = [table, exp_start, exp_len, exp_items, *trie]
     assert len(sections) == K.N_SECTIONS
-    # header: start of section i at [i], end of the last at [N_SECTIONS]; then the hash bits
-    header = np.append(np.cumsum([K.HEADER] + [s.shape[0] for s in sections]), bits)
+    # header: start of section i at [i], end of the last at [N_SECTIONS]
+    header = np.cumsum([K.HEADER] + [s.shape[0] for s in sections])
     blob = np.concatenate([header.astype(np.int32)] + [s.astype(np.int32) for s in sections])
     return blob, alphabet

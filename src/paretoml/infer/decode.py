@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from paretoml.models.gpt import GPT, RMSNorm
 
-__all__ = ["DecodeConfig", "generate", "StaticLM", "sampling_probs"]
+__all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs"]
 
 
 @dataclass(frozen=True)
@@ -275,6 +275,63 @@ def check_context(where: str, model: GPT, longest_prompt: int, extra: int, what:
 # --- target-only decoding -----------------------------------------------------------------
 
 
+class Decoder:
+    """Target-only decoding with graphs captured once, reusable for many calls of one shape.
+
+    Args:
+        model: a `GPT` in eval mode.
+        batch_size: rows per call (prompts given to `generate` must number exactly this).
+        max_len: longest prompt + max_new_tokens that calls may need (<= block_size).
+        config: sampling settings.
+    """
+
+    def __init__(self, model: GPT, batch_size: int, max_len: int, config: DecodeConfig = DecodeConfig()):
+        if not isinstance(model, GPT):
+            raise TypeError(f"decode.generate: model must be a paretoml GPT, got {type(model).__name__}")
+        self.model, self.config, self.batch_size = model, config, batch_size
+        self.device = next(model.parameters()).device
+        self.lm = StaticLM(model, batch_size, max_len)
+        B, S = batch_size, max_len
+        self.seq = torch.zeros(B, S + 1, dtype=torch.long, device=self.device)
+        self.n = torch.full((B,), 2, dtype=torch.long, device=self.device)  # valid junk for capture
+        self.u = torch.zeros(B, device=self.device)
+        with torch.no_grad():
+            self.step = Graphed(self._step, use_graphs(self.device, config.cuda_graphs))
+
+    def _step(self):
+        cfg = self.config
+        tok = self.seq.gather(1, (self.n - 1)[:, None])
+        lg = self.lm.forward(tok, self.n - 1)[:, 0]
+        if cfg.temperature > 0:
+            nxt = sample_from(sampling_probs(lg, cfg.temperature, cfg.top_k, cfg.top_p), self.u)
+        else:
+            nxt = lg.argmax(-1)
+        self.seq.scatter_(1, self.n[:, None], nxt[:, None])
+        self.n.add_(1)
+
+    @torch.no_grad()
+    def generate(self, prompts, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """New ids (B, max_new_tokens) after each prompt."""
+        padded, lengths = pack_prompts(prompts, self.model.cfg.vocab_size, "decode.generate", self.device)
+        B, L = padded.shape
+        n_new = self.config.max_new_tokens
+        if B != self.batch_size:
+            raise ValueError(f"Decoder.generate: built for {self.batch_size} prompts, got {B}")
+        if L + n_new > self.lm.max_len:
+            raise ValueError(f"Decoder.generate: prompt ({L}) + max_new_tokens ({n_new}) exceed the decoder's "
+                             f"max_len {self.lm.max_len}")
+        self.seq.zero_()
+        self.seq[:, :L] = padded
+        self.n.copy_(lengths)
+        self.lm.forward(padded, torch.zeros(B, dtype=torch.long, device=self.device))  # prefill
+        for _ in range(n_new):
+            if self.config.temperature > 0:
+                _fill_uniform(self.u, generator)
+            self.step()
+        idx = lengths[:, None] + torch.arange(n_new, device=self.device)
+        return self.seq.gather(1, idx)
+
+
 @torch.no_grad()
 def generate(model: GPT, prompts, config: DecodeConfig = DecodeConfig(), *,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -290,37 +347,14 @@ def generate(model: GPT, prompts, config: DecodeConfig = DecodeConfig(), *,
         raise TypeError(f"decode.generate: model must be a paretoml GPT, got {type(model).__name__}")
     device = next(model.parameters()).device
     padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "decode.generate", device)
-    B, L = padded.shape
-    n_new = config.max_new_tokens
-    S = check_context("decode.generate", model, L, n_new, "max_new_tokens")
-    lm = StaticLM(model, B, S)
-    seq = torch.zeros(B, S + 1, dtype=torch.long, device=device)
-    n = torch.full((B,), 2, dtype=torch.long, device=device)  # valid junk for capture
-    u = torch.zeros(B, device=device)
-    cfg = config
-    sampled = cfg.temperature > 0
+    S = check_context("decode.generate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
+    return Decoder(model, padded.shape[0], S, config).generate(_rows(padded, lengths), generator=generator)
 
-    def step():
-        tok = seq.gather(1, (n - 1)[:, None])
-        lg = lm.forward(tok, n - 1)[:, 0]
-        if sampled:
-            nxt = sample_from(sampling_probs(lg, cfg.temperature, cfg.top_k, cfg.top_p), u)
-        else:
-            nxt = lg.argmax(-1)
-        seq.scatter_(1, n[:, None], nxt[:, None])
-        n.add_(1)
 
-    graphed = Graphed(step, use_graphs(device, cfg.cuda_graphs))
-    seq.zero_()
-    seq[:, :L] = padded
-    n.copy_(lengths)
-    lm.forward(padded, torch.zeros(B, dtype=torch.long, device=device))  # prefill (rows right-padded)
-    for _ in range(n_new):
-        if sampled:
-            _fill_uniform(u, generator)
-        graphed()
-    idx = lengths[:, None] + torch.arange(n_new, device=device)
-    return seq.gather(1, idx)
+def _rows(padded: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    if bool((lengths == padded.shape[1]).all()):
+        return padded
+    return [padded[i, : int(lengths[i])] for i in range(len(padded))]
 
 
 def _fill_uniform(u: torch.Tensor, generator: torch.Generator | None) -> None:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from paretoml.infer.decode import (Graphed, StaticLM, _check_sampling, _fill_uniform, check_context,
+from paretoml.infer.decode import (Graphed, StaticLM, _check_sampling, _fill_uniform, _rows, check_context,
                                    pack_prompts, sample_from, sampling_probs, use_graphs)
 from paretoml.models.gpt import GPT
 
-__all__ = ["SpeculativeConfig", "SpeculativeResult", "generate", "theoretical_speedup", "expected_tokens_per_round"]
+__all__ = ["SpeculativeConfig", "SpeculativeResult", "SpeculativeDecoder", "generate", "theoretical_speedup", "expected_tokens_per_round"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,55 @@ class _Round:
         return active.any()
 
 
+class SpeculativeDecoder:
+    """Speculative decoding with the round graph captured once, reusable across calls of one shape.
+
+    Args:
+        target, draft: `GPT`s with one vocabulary, on one device, in eval mode.
+        batch_size: rows per call.
+        max_len: longest prompt + max_new_tokens + gamma that calls may need (<= both block sizes).
+        config: γ and sampling settings.
+    """
+
+    def __init__(self, target: GPT, draft: GPT, batch_size: int, max_len: int,
+                 config: SpeculativeConfig = SpeculativeConfig()):
+        _check_pair(target, draft)
+        self.target, self.config, self.batch_size, self.max_len = target, config, batch_size, max_len
+        self.device = next(target.parameters()).device
+        self.round = _Round(target, draft, batch_size, max_len, config)
+        with torch.no_grad():
+            self.graphed = Graphed(self.round, use_graphs(self.device, config.cuda_graphs))
+
+    @torch.no_grad()
+    def generate(self, prompts, *, generator: torch.Generator | None = None) -> SpeculativeResult:
+        cfg, rnd = self.config, self.round
+        padded, lengths = pack_prompts(prompts, self.target.cfg.vocab_size, "speculative.generate", self.device)
+        B, L = padded.shape
+        if B != self.batch_size:
+            raise ValueError(f"SpeculativeDecoder.generate: built for {self.batch_size} prompts, got {B}")
+        if L + cfg.max_new_tokens + cfg.gamma > self.max_len:
+            raise ValueError(f"SpeculativeDecoder.generate: prompt ({L}) + max_new_tokens + gamma exceed the "
+                             f"decoder's max_len {self.max_len}")
+        rnd.seq.zero_()
+        rnd.seq[:, :L] = padded
+        rnd.n.copy_(lengths)
+        rnd.limit.copy_(lengths + cfg.max_new_tokens)
+        rnd.stats.zero_()
+        zero = torch.zeros(B, dtype=torch.long, device=self.device)
+        rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
+        rnd.dlm.forward(padded, zero)
+        rounds = 0
+        while True:
+            _fill_uniform(rnd.u, generator)
+            self.graphed()
+            rounds += 1
+            if not bool((rnd.n < rnd.limit).any()):  # the one host sync per round
+                break
+        idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=self.device)
+        s = rnd.stats.tolist()
+        return SpeculativeResult(rnd.seq.gather(1, idx), s[0] / max(s[1], 1.0), s[2] / max(s[3], 1.0), rounds)
+
+
 @torch.no_grad()
 def generate(target: GPT, draft: GPT, prompts, config: SpeculativeConfig = SpeculativeConfig(), *,
              generator: torch.Generator | None = None) -> SpeculativeResult:
@@ -168,27 +217,7 @@ def generate(target: GPT, draft: GPT, prompts, config: SpeculativeConfig = Specu
     device = next(target.parameters()).device
     padded, lengths = pack_prompts(prompts, target.cfg.vocab_size, "speculative.generate", device)
     B, L = padded.shape
-    S = L + cfg.max_new_tokens + cfg.gamma
     for m in (target, draft):
         check_context("speculative.generate", m, L, cfg.max_new_tokens + cfg.gamma, "max_new_tokens + gamma")
-    rnd = _Round(target, draft, B, S, cfg)
-    graphed = Graphed(rnd, use_graphs(device, cfg.cuda_graphs))
-    # real state, loaded after capture
-    rnd.seq.zero_()
-    rnd.seq[:, :L] = padded
-    rnd.n.copy_(lengths)
-    rnd.limit.copy_(lengths + cfg.max_new_tokens)
-    rnd.stats.zero_()
-    zero = torch.zeros(B, dtype=torch.long, device=device)
-    rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
-    rnd.dlm.forward(padded, zero)
-    rounds = 0
-    while True:
-        _fill_uniform(rnd.u, generator)
-        graphed()
-        rounds += 1
-        if not bool((rnd.n < rnd.limit).any()):  # the one host sync per round
-            break
-    idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=device)
-    s = rnd.stats.tolist()
-    return SpeculativeResult(rnd.seq.gather(1, idx), s[0] / max(s[1], 1.0), s[2] / max(s[3], 1.0), rounds)
+    dec = SpeculativeDecoder(target, draft, B, L + cfg.max_new_tokens + cfg.gamma, cfg)
+    return dec.generate(_rows(padded, lengths), generator=generator)

@@ -1,0 +1,137 @@
+"""Confidence cascades: a small model answers when confident, otherwise defers to a large one.
+
+Post-hoc deferral rules, no retraining (Gupta et al., ICLR 2024, "Language model cascades:
+token-level uncertainty and beyond"). Per position the small model's confidence is the max
+probability ("max_prob"), the top-1 − top-2 margin ("margin") or the negative entropy
+("entropy"); for sequence outputs the per-token log-probabilities are reduced by a quantile
+("quantile", Chow-Quantile; q = 0 is the least confident token) — the mean (Chow-Sum/Average)
+is length-biased. `calibrate` picks the smallest deferral that reaches a target quality on
+held-out data.
+
+    >>> cas = Cascade(small, large, rule="max_prob")
+    >>> cas.calibrate(x_val, y_val, target_accuracy=acc_large_val)   # sets cas.threshold
+    >>> out = cas.predict(x_test)       # out.predictions, out.deferred (runs `large` on deferred rows only)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+__all__ = ["Cascade", "CascadeOutput", "confidence"]
+
+_RULES = ("max_prob", "margin", "entropy", "quantile")
+
+
+def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0.0) -> torch.Tensor:
+    """Confidence per example: logits (N, K) or per-token (N, T, K) → (N,). Higher = surer.
+
+    Per-token scores are reduced by their `quantile` over T for "quantile" (of the top-token
+    log-probability) and by the minimum for the other rules.
+    """
+    if rule not in _RULES:
+        raise ValueError(f"confidence: rule must be one of {_RULES}, got {rule!r}")
+    if logits.dim() not in (2, 3):
+        raise ValueError(f"confidence: logits must have shape (N, K) or (N, T, K), got {tuple(logits.shape)}")
+    lp = torch.log_softmax(logits.float(), -1)
+    if logits.dim() == 2:
+        lp = lp[:, None]
+    if rule == "quantile":
+        return torch.quantile(lp.max(-1).values, quantile, dim=-1)
+    p = lp.exp()
+    if rule == "max_prob":
+        s = p.max(-1).values
+    elif rule == "margin":
+        top = p.topk(2, -1).values
+        s = top[..., 0] - top[..., 1]
+    else:
+        s = (p * lp).sum(-1)  # −entropy
+    return s.min(-1).values
+
+
+@dataclass(frozen=True)
+class CascadeOutput:
+    """predictions (N,) class ids; deferred (N,) bool; confidence (N,) of the small model."""
+
+    predictions: torch.Tensor
+    deferred: torch.Tensor
+    confidence: torch.Tensor
+
+    @property
+    def deferral_rate(self) -> float:
+        return float(self.deferred.float().mean())
+
+
+class Cascade:
+    """small → large deferral cascade over callables that map a batch to logits (N, K).
+
+    Args:
+        small: the cheap model (any callable, e.g. an `nn.Module` in eval mode).
+        large: the expensive model; called only on the deferred rows.
+        rule: "max_prob" | "margin" | "entropy" | "quantile".
+        threshold: defer when the small model's confidence < threshold (None: calibrate first).
+        quantile: for rule "quantile".
+    """
+
+    def __init__(self, small: Callable, large: Callable, rule: str = "max_prob",
+                 threshold: float | None = None, *, quantile: float = 0.0):
+        if not callable(small) or not callable(large):
+            raise TypeError("Cascade: small and large must be callables mapping inputs to logits")
+        if rule not in _RULES:
+            raise ValueError(f"Cascade: rule must be one of {_RULES}, got {rule!r}")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"Cascade: quantile must be in [0, 1], got {quantile!r}")
+        self.small, self.large, self.rule, self.quantile = small, large, rule, quantile
+        self.threshold = threshold
+        self.curve_: list[tuple[float, float]] | None = None  # (deferral rate, accuracy), set by calibrate
+
+    @torch.no_grad()
+    def predict(self, x) -> CascadeOutput:
+        """Small model on every row; large model only where confidence < threshold."""
+        if self.threshold is None:
+            raise ValueError("Cascade.predict: no threshold; pass one to Cascade(...) or call calibrate() first")
+        ls = self.small(x)
+        conf = confidence(ls, self.rule, self.quantile)
+        pred = ls.argmax(-1)
+        defer = conf < self.threshold
+        if bool(defer.any()):
+            idx = defer.nonzero()[:, 0]
+            pred = pred.clone()
+            pred[idx] = self.large(x[idx]).argmax(-1)
+        return CascadeOutput(pred, defer, conf)
+
+    @torch.no_grad()
+    def calibrate(self, x, y: torch.Tensor, target_accuracy: float) -> float:
+        """Smallest deferral whose cascade accuracy on (x, y) reaches `target_accuracy`.
+
+        Defers the least confident rows first; sets and returns `threshold` (the midpoint
+        between the last deferred and the first kept confidence) and stores the whole
+        deferral curve in `curve_`. If even full deferral misses the target, defers all.
+        """
+        if not 0.0 <= target_accuracy <= 1.0:
+            raise ValueError(f"Cascade.calibrate: target_accuracy must be in [0, 1], got {target_accuracy!r}")
+        y = torch.as_tensor(y)
+        ls, ll = self.small(x), self.large(x)
+        if len(y) != len(ls) or len(y) == 0:
+            raise ValueError(f"Cascade.calibrate: got {len(y)} labels for {len(ls)} examples (need equal, >= 1)")
+        conf = confidence(ls, self.rule, self.quantile)
+        order = conf.argsort()  # least confident first
+        ok_s = (ls.argmax(-1) == y)[order].float()
+        ok_l = (ll.argmax(-1) == y)[order].float()
+        n = len(y)
+        # accuracy when deferring the k least confident: Σ_{<k} ok_l + Σ_{>=k} ok_s
+        acc = (torch.cat([ok_l.new_zeros(1), ok_l.cumsum(0)])
+               + torch.cat([ok_s.flip(0).cumsum(0).flip(0), ok_s.new_zeros(1)])) / n  # (n+1,)
+        self.curve_ = [(k / n, float(acc[k])) for k in range(n + 1)]
+        hit = (acc >= target_accuracy - 1e-12).nonzero()
+        k = int(hit[0]) if len(hit) else n
+        c = conf[order]
+        if k == 0:
+            self.threshold = float(c[0]) - 1e-6 if n else 0.0
+        elif k == n:
+            self.threshold = float("inf")
+        else:
+            self.threshold = float((c[k - 1] + c[k]) / 2) if c[k] > c[k - 1] else float(c[k]) + 1e-9
+        return self.threshold

@@ -1,0 +1,300 @@
+"""CALM (Schuster et al., 2022): per-token early exit from the decoder stack, calibrated.
+
+After layer i the hidden state is read out by an *exit head* — the model's own LM head behind a
+per-layer norm (`ExitHeads`, trained with the model frozen). If a confidence measure passes a
+threshold that decays along the sequence, λ_t = clip(0.9·λ + 0.1·e^{−τ t / N}), the token is
+emitted from layer i and the skipped layers' keys/values are filled from the exit state (the
+later tokens attend to them). Measures: "softmax" (top-1 − top-2 probability of the exit head)
+and "saturation" (cos(h_i, h_{i−1}), free). `calibrate` picks the smallest λ whose outputs stay
+consistent with the full model — mean token disagreement ≤ ε — with probability ≥ 1 − δ, by
+Learn-then-Test fixed-sequence testing with Hoeffding p-values.
+
+    >>> heads = ExitHeads(model); train_exit_heads(model, heads, train_ids)
+    >>> cal = calibrate(model, heads, cal_prompts, EarlyExitConfig(max_new_tokens=64), epsilon=0.05, delta=0.1)
+    >>> res = generate(model, heads, prompts, replace(cfg, threshold=cal.threshold))   # res.mean_layers
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paretoml.infer.decode import (DecodeConfig, Graphed, StaticLM, _norm, check_context, pack_prompts,
+                                   use_graphs)
+from paretoml.infer.decode import generate as full_generate
+from paretoml.models.gpt import GPT, _norm as _make_norm
+
+__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "train_exit_heads", "calibrate",
+           "CalibrationResult", "generate"]
+
+_MEASURES = ("softmax", "saturation")
+
+
+@dataclass(frozen=True)
+class EarlyExitConfig:
+    """threshold λ in [0, 1] (1: never exit early); measure "softmax" | "saturation"; tau: decay of
+    the threshold along the sequence; min_layer: earliest layer (1-based) that may exit;
+    exit_every: test every k-th layer only (each test is one host sync per token)."""
+
+    threshold: float = 0.9
+    measure: str = "softmax"
+    tau: float = 4.0
+    min_layer: int = 1
+    exit_every: int = 1
+    max_new_tokens: int = 64
+    cuda_graphs: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"EarlyExitConfig.threshold must be in [0, 1], got {self.threshold!r}")
+        if self.measure not in _MEASURES:
+            raise ValueError(f"EarlyExitConfig.measure must be one of {_MEASURES}, got {self.measure!r}")
+        if not self.tau >= 0:
+            raise ValueError(f"EarlyExitConfig.tau must be >= 0, got {self.tau!r}")
+        for name in ("min_layer", "exit_every", "max_new_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"EarlyExitConfig.{name} must be an int >= 1, got {v!r}")
+
+
+@dataclass(frozen=True)
+class EarlyExitResult:
+    """tokens (B, max_new_tokens); layers_used (max_new_tokens,) layers run per token (the
+    batch exits together); mean_layers: their mean."""
+
+    tokens: torch.Tensor
+    layers_used: torch.Tensor
+    mean_layers: float
+
+
+class ExitHeads(nn.Module):
+    """One norm per layer but the last (which uses the model's `ln_f`), in front of the shared LM head."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        if not isinstance(model, GPT):
+            raise TypeError(f"ExitHeads: model must be a paretoml GPT, got {type(model).__name__}")
+        self.norms = nn.ModuleList(_make_norm(model.cfg) for _ in range(model.cfg.n_layer - 1))
+        p = next(model.parameters())
+        self.to(device=p.device, dtype=p.dtype)
+        with torch.no_grad():  # start from the final norm: layer L's head is exactly the model's
+            for n in self.norms:
+                n.load_state_dict(model.ln_f.state_dict())
+
+    def logits(self, model: GPT, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Exit logits after layer i (0-based) from hidden state h (..., C)."""
+        norm = model.ln_f if i == len(self.norms) else self.norms[i]
+        return model.lm_head(_norm(norm, h))
+
+
+def train_exit_heads(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps: int = 200,
+                     batch_size: int = 32, seq_len: int = 128, lr: float = 3e-3,
+                     generator: torch.Generator | None = None) -> list[float]:
+    """Fit the exit norms (model frozen) to the next token, layer i weighted ∝ i (CALM's weighting)
+    plus a KL term toward the full model's prediction (consistency is what calibration asks for).
+    Returns the loss per step."""
+    if not isinstance(data, torch.Tensor) or data.dim() != 1 or len(data) <= seq_len:
+        raise ValueError(f"train_exit_heads: data must be a 1-D token tensor longer than seq_len={seq_len}")
+    device = next(model.parameters()).device
+    g = generator or torch.Generator().manual_seed(0)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(heads.parameters(), lr=lr)
+    L = model.cfg.n_layer
+    w = torch.arange(1, L, dtype=torch.float32, device=device)
+    w = w / w.sum()
+    losses = []
+    try:
+        for _ in range(steps):
+            starts = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)
+            ix = starts[:, None] + torch.arange(seq_len)
+            x, y = data[ix].to(device), data[ix + 1].to(device)
+            hs = _hidden_states(model, x)  # L × (B, T, C)
+            with torch.no_grad():
+                full = F.log_softmax(model.lm_head(model.ln_f(hs[-1])).float(), -1)
+            loss = 0.0
+            for i in range(L - 1):
+                lg = heads.logits(model, i, hs[i]).float()
+                ce = F.cross_entropy(lg.flatten(0, 1), y.flatten())
+                kl = F.kl_div(F.log_softmax(lg, -1), full, log_target=True, reduction="batchmean") / seq_len
+                loss = loss + w[i] * (ce + kl)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return losses
+
+
+@torch.no_grad()
+def _hidden_states(model: GPT, x: torch.Tensor) -> list[torch.Tensor]:
+    h = model.embed(x)
+    rope = model.rope(0, x.shape[1])
+    out = []
+    for blk in model.blocks:
+        h, _ = blk(h, rope)
+        out.append(h)
+    return out
+
+
+class _Runner:
+    """Static buffers and the graphed pieces of one early-exit decode step."""
+
+    def __init__(self, model: GPT, heads: ExitHeads, B: int, S: int, cfg: EarlyExitConfig):
+        dev = next(model.parameters()).device
+        self.model, self.heads, self.cfg = model, heads, cfg
+        L = model.cfg.n_layer
+        self.lm = StaticLM(model, B, S)
+        self.seq = torch.zeros(B, S + 1, dtype=torch.long, device=dev)
+        self.n = torch.full((B,), 2, dtype=torch.long, device=dev)
+        self.x = torch.zeros(B, 1, model.cfg.n_embd, device=dev, dtype=self.lm.k.dtype)
+        self.prev = torch.zeros_like(self.x)
+        self.conf = torch.zeros((), device=dev)
+        ctx = self.lm.context(1, self.n - 1)
+        self.ctx = ctx  # static tensors, refreshed by the embed graph
+        graphs = use_graphs(dev, cfg.cuda_graphs)
+        pool = torch.cuda.graph_pool_handle() if graphs else None
+        self.embed = Graphed(self._embed, graphs, pool)
+        self.layer = [Graphed(lambda i=i: self._layer(i), graphs, pool) for i in range(L)]
+        self.exit = [Graphed(lambda i=i: self._exit(i), graphs, pool) for i in range(L)]
+
+    def _embed(self):
+        c = self.lm.context(1, self.n - 1)
+        self.ctx.positions.copy_(c.positions)
+        self.ctx.mask.copy_(c.mask)
+        if c.rope is not None:
+            self.ctx.rope[0].copy_(c.rope[0])
+            self.ctx.rope[1].copy_(c.rope[1])
+        self.x.copy_(self.lm.embed(self.seq.gather(1, (self.n - 1)[:, None]), self.ctx))
+
+    def _layer(self, i: int):
+        self.prev.copy_(self.x)
+        self.x.copy_(self.lm.block(i, self.x, self.ctx))
+        if self.cfg.measure == "saturation":
+            c = F.cosine_similarity(self.x.float(), self.prev.float(), dim=-1)  # (B, 1)
+        else:
+            top2 = torch.softmax(self.heads.logits(self.model, i, self.x).float(), -1).topk(2, -1).values
+            c = top2[..., 0] - top2[..., 1]
+        self.conf.copy_(c.min())  # the batch exits together
+
+    def _exit(self, i: int):
+        for j in range(i + 1, self.model.cfg.n_layer):  # skipped layers' K/V from the exit state
+            self.lm.write_kv(j, self.x, self.ctx)
+        nxt = self.heads.logits(self.model, i, self.x)[:, 0].argmax(-1)
+        self.seq.scatter_(1, self.n[:, None], nxt[:, None])
+        self.n.add_(1)
+
+
+def _threshold(cfg: EarlyExitConfig, t: int) -> float:
+    if cfg.threshold >= 1.0:  # 1 means "never exit early", also after the decay
+        return 1.0
+    return min(1.0, max(0.0, 0.9 * cfg.threshold + 0.1 * math.exp(-cfg.tau * t / cfg.max_new_tokens)))
+
+
+def _check(model, heads, where: str) -> None:
+    if not isinstance(model, GPT):
+        raise TypeError(f"{where}: model must be a paretoml GPT, got {type(model).__name__}")
+    if not isinstance(heads, ExitHeads) or len(heads.norms) != model.cfg.n_layer - 1:
+        raise ValueError(f"{where}: heads must be the ExitHeads built for this model "
+                         f"({model.cfg.n_layer - 1} norms)")
+
+
+def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyExitConfig) -> EarlyExitResult:
+    """One decode on a runner whose graphs are captured already (the threshold lives on the host)."""
+    B, L = padded.shape
+    device = padded.device
+    r.seq.zero_()
+    r.seq[:B, :L] = padded
+    r.n.copy_(lengths)
+    r.lm.forward(padded, torch.zeros(B, dtype=torch.long, device=device))  # prefill at full depth
+    n_layer = r.model.cfg.n_layer
+    candidates = {i for i in range(n_layer - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0}
+    used = []
+    for t in range(cfg.max_new_tokens):
+        lam = _threshold(cfg, t)
+        r.embed()
+        exit_at = n_layer - 1
+        for i in range(n_layer):
+            r.layer[i]()
+            if i in candidates and lam < 1.0 and float(r.conf) >= lam:  # host sync per tested layer
+                exit_at = i
+                break
+        r.exit[exit_at]()
+        used.append(exit_at + 1)
+    idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=device)
+    layers = torch.tensor(used, dtype=torch.float32)
+    return EarlyExitResult(r.seq.gather(1, idx), layers, float(layers.mean()))
+
+
+@torch.no_grad()
+def generate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig()) -> EarlyExitResult:
+    """Greedy decoding with per-token early exit (the batch exits together: use B = 1 for
+    per-sequence exits). Returns tokens and the layers used per token."""
+    _check(model, heads, "early_exit.generate")
+    device = next(model.parameters()).device
+    padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "early_exit.generate", device)
+    S = check_context("early_exit.generate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
+    return _decode(_Runner(model, heads, padded.shape[0], S, config), padded, lengths, config)
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """threshold: the smallest λ certified (1.0 if none); risks / p_values per λ tried, in
+    the order tested (descending λ); mean_layers per λ."""
+
+    threshold: float
+    thresholds: list[float]
+    risks: list[float]
+    p_values: list[float]
+    mean_layers: list[float]
+
+
+def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig(), *,
+              epsilon: float = 0.05, delta: float = 0.1, thresholds=None) -> CalibrationResult:
+    """Learn-then-Test: the smallest threshold with mean disagreement ≤ ε w.p. ≥ 1 − δ.
+
+    Risk of a prompt = fraction of its `max_new_tokens` greedy tokens that differ from the full
+    model's. For λ from high to low (fixed-sequence testing, no multiplicity correction needed)
+    the Hoeffding p-value exp(−2n(ε − R̂)²₊) of H₀: R(λ) > ε is compared with δ; testing stops
+    at the first λ not rejected.
+    """
+    _check(model, heads, "early_exit.calibrate")
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"calibrate: epsilon must be in (0, 1), got {epsilon!r}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"calibrate: delta must be in (0, 1), got {delta!r}")
+    lams = sorted(thresholds if thresholds is not None else [0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+                  reverse=True)
+    if not lams or any(not 0.0 <= x <= 1.0 for x in lams):
+        raise ValueError(f"calibrate: thresholds must be a non-empty list in [0, 1], got {thresholds!r}")
+    device = next(model.parameters()).device
+    padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "early_exit.calibrate", device)
+    rows = [padded[i, : lengths[i]] for i in range(len(padded))]
+    n = len(rows)
+    full = full_generate(model, rows, DecodeConfig(max_new_tokens=config.max_new_tokens, cuda_graphs=config.cuda_graphs))
+    S = check_context("early_exit.calibrate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
+    runner = _Runner(model, heads, 1, S, config)  # B = 1: per-sequence exits; graphs captured once
+    best, risks, pvals, layers = 1.0, [], [], []
+    for lam in lams:
+        cfg = replace(config, threshold=lam)
+        outs = [_decode(runner, row[None], lengths[i : i + 1], cfg) for i, row in enumerate(rows)]
+        risk = torch.stack([(o.tokens[0] != full[i]).float().mean() for i, o in enumerate(outs)]).mean().item()
+        p = math.exp(-2 * n * max(epsilon - risk, 0.0) ** 2)
+        risks.append(risk)
+        pvals.append(p)
+        layers.append(sum(o.mean_layers for o in outs) / n)
+        if p > delta:
+            break
+        best = lam
+    if best == 1.0:
+        warnings.warn(f"early_exit.calibrate: no threshold certified at ε={epsilon}, δ={delta} with {n} prompts; "
+                      "returning 1.0 (never exit early). Use more calibration prompts or a larger ε.", stacklevel=2)
+    return CalibrationResult(best, lams[: len(risks)], risks, pvals, layers)

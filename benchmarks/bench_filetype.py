@@ -1,0 +1,340 @@
+"""Benchmark: paretoml.filetype vs magika vs libmagic, same files, same run, one core.
+
+Quality (a) on the held-out test split of our corpus (split by source package) and (b) on
+magika's own ``tests_data`` (``../shared/data/magika_tests``, evaluation only), plus the
+confident-wrong rate on out-of-scope formats (TZif, LLVM bitcode: never trained on;
+gettext .mo, terminfo, random bytes: held-out packages). Cost: files/s on one core
+(interleaved rounds, median), cold start in a fresh process (median), model size.
+
+    .venv/bin/python benchmarks/bench_filetype.py --corpus /tmp/ft_corpus
+    .venv/bin/python benchmarks/bench_filetype.py --tiny --out /tmp/ft.jsonl   # seconds
+
+Writes ``benchmarks/results/filetype.jsonl`` (one point per tool and dataset),
+``benchmarks/results/filetype_per_type.jsonl`` (per-type precision/recall/F1) and
+``docs/filetype_confusion.png`` / ``docs/filetype_frontier.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # one core, before numpy loads BLAS
+
+import numpy as np  # noqa: E402
+
+from paretoml.frontier import Point, environment, write_jsonl  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("PARETOML_DATA", ROOT.parent / "shared" / "data"))
+GENERIC = ("txt", "unknown")
+
+
+# ----------------------------------------------------------------------------- tools
+
+class Ours:
+    name, peer = "paretoml", False
+
+    def __init__(self, mode="high-confidence"):
+        from paretoml.filetype import Detector
+
+        self.det = Detector(mode)
+        self.name = f"paretoml[{mode}]"
+
+    def labels(self, paths):
+        return [r.label if r.ok else "error" for r in self.det.identify_paths(paths)]
+
+
+class MagikaTool:
+    peer = True
+
+    def __init__(self, mode="high-confidence"):
+        from magika import Magika, PredictionMode
+
+        pm = {"high-confidence": PredictionMode.HIGH_CONFIDENCE, "best-guess": PredictionMode.BEST_GUESS,
+              "medium-confidence": PredictionMode.MEDIUM_CONFIDENCE}[mode]
+        self.m = Magika(prediction_mode=pm)
+        self.name = f"magika[{mode}]"
+
+    def labels(self, paths):
+        return [str(r.output.label) if r.ok else "error" for r in self.m.identify_paths([Path(p) for p in paths])]
+
+
+class LibMagic:
+    name, peer = "libmagic", True
+
+    def __init__(self):
+        import magic
+
+        from paretoml.filetype.corpus import _BINARY_MIME
+        from paretoml.filetype.labels import KNOWLEDGE_BASE
+
+        self.m = magic.Magic(mime=True)
+        self.map: dict[str, str] = {}
+        for lab, mimes in _BINARY_MIME.items():  # libmagic's MIME names, first claim wins
+            for mm in mimes:
+                if lab not in ("unknown", "oos", "npy", "pickle", "npz", "pytorch", "jar", "pythonbytecode"):
+                    self.map.setdefault(mm, lab)
+        for lab, i in KNOWLEDGE_BASE.items():
+            self.map.setdefault(i.mime_type, lab)
+        self.map.update({"text/plain": "txt", "application/octet-stream": "unknown", "text/x-script.python": "python",
+                         "text/x-shellscript": "shell", "text/x-c": "c", "text/x-c++": "cpp", "text/html": "html",
+                         "text/xml": "xml", "application/json": "json", "text/x-makefile": "makefile",
+                         "text/x-tex": "latex", "text/x-perl": "perl", "text/x-php": "php", "text/x-ruby": "ruby",
+                         "text/x-java": "java", "text/x-asm": "asm", "text/csv": "csv", "text/rtf": "rtf",
+                         "image/x-ms-bmp": "bmp", "application/x-bzip2": "bzip", "application/x-dosexec": "pebin",
+                         "application/vnd.microsoft.portable-executable": "pebin", "image/svg+xml": "svg",
+                         "application/zip": "zip", "application/x-rar": "rar", "audio/x-wav": "wav",
+                         "application/x-tcl": "tcl", "text/x-tcl": "tcl", "text/x-lua": "lua",
+                         "application/javascript": "javascript", "text/javascript": "javascript",
+                         "text/x-diff": "diff", "text/x-po": "po", "message/rfc822": "eml", "text/x-m4": "m4"})
+
+    def labels(self, paths):
+        out = []
+        for p in paths:
+            try:
+                out.append(self.map.get(self.m.from_file(p), "unknown"))
+            except Exception:  # noqa: BLE001 — libmagic errors count as a failed answer
+                out.append("error")
+        return out
+
+
+# ----------------------------------------------------------------------------- data
+
+def magika_tests(tiny: bool):
+    base = DATA / "magika_tests"
+    items = []
+    for sub in ("basic", "mitra"):
+        for d in sorted((base / sub).iterdir()) if (base / sub).is_dir() else []:
+            for f in sorted(d.iterdir()):
+                if f.is_file():
+                    items.append((str(f), d.name))
+    return items[::10] if tiny else items
+
+
+def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 10**9):
+    if corpus is None or not (corpus / "manifest.jsonl").exists():
+        return []
+    rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["split"] == split]
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        if seen.get(r["label"], 0) < (3 if tiny else per_label):
+            seen[r["label"]] = seen.get(r["label"], 0) + 1
+            out.append((r["path"], r["label"]))
+    return out
+
+
+def prf(truth, pred, labels):
+    """Per-label precision/recall/F1 over `labels` (predictions outside count as misses)."""
+    t, p = np.array(truth), np.array(pred)
+    res = {}
+    for lab in labels:
+        tp = int(((p == lab) & (t == lab)).sum())
+        fp = int(((p == lab) & (t != lab)).sum())
+        fn = int(((p != lab) & (t == lab)).sum())
+        pr = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+        rc = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * pr * rc / (pr + rc) if tp else 0.0
+        res[lab] = {"precision": pr, "recall": rc, "f1": f1, "support": tp + fn, "predicted": tp + fp}
+    return res
+
+
+# ----------------------------------------------------------------------------- timing
+
+def files_per_s(tools, paths, rounds):
+    """Interleaved rounds over the same files; median files/s per tool."""
+    times = {t.name: [] for t in tools}
+    for _ in range(rounds):
+        for t in tools:
+            t0 = time.perf_counter()
+            t.labels(paths)
+            times[t.name].append(time.perf_counter() - t0)
+    return {k: len(paths) / statistics.median(v) for k, v in times.items()}
+
+
+_COLD = {
+    "paretoml": "from paretoml.filetype import Detector; print(Detector().identify_path({f!r}).label)",
+    "magika": "from pathlib import Path; from magika import Magika; print(Magika().identify_path(Path({f!r})).output.label)",
+    "libmagic": "import magic; print(magic.from_file({f!r}, mime=True))",
+}
+
+
+def cold_start_ms(f: str, repeats: int) -> dict[str, float]:
+    """A fresh `python -c` that imports, loads and identifies one file; median wall ms, interleaved."""
+    res = {k: [] for k in [*_COLD, "paretoml-cli"]}
+    cli = [sys.executable, "-m", "paretoml.cli", "filetype", "identify", f]
+    for _ in range(repeats):
+        for k, code in _COLD.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code.format(f=f)], capture_output=True, check=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+            res[k].append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        subprocess.run(cli, capture_output=True, check=False)
+        res["paretoml-cli"].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in res.items()}
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/filetype.jsonl")
+    ap.add_argument("--corpus", type=Path, default=Path("/tmp/ft_corpus"))
+    ap.add_argument("--plots", type=Path, default=None, help="folder for PNGs (default: docs/ unless --tiny)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for everyone
+    env = environment("cpu")
+    tools = [Ours("high-confidence")]
+    peers_ok = True
+    try:
+        tools += [MagikaTool("high-confidence"), LibMagic()]
+    except ImportError:
+        peers_ok = False
+    extra = [Ours("medium-confidence"), Ours("best-guess")] + ([MagikaTool("best-guess")] if peers_ok else [])
+    sets = {"magika_tests": magika_tests(args.tiny),
+            "corpus_test": corpus_split(args.corpus, "test", args.tiny, per_label=300),
+            "oos": corpus_split(args.corpus, "oos", args.tiny, per_label=600)
+                   + [x for x in corpus_split(args.corpus, "test", args.tiny) if x[1] == "unknown"]}
+    ours_labels = set(tools[0].det.labels)
+    magika_labels = _magika_labels() if peers_ok else set()
+    both = sorted(ours_labels & magika_labels - set(GENERIC))
+    points, per_type = [], []
+    preds: dict[tuple[str, str], list[str]] = {}
+    for t in tools + extra:
+        for ds, items in sets.items():
+            if items:
+                preds[(t.name, ds)] = t.labels([p for p, _ in items])
+    fps = files_per_s(tools, [p for p, _ in sets["corpus_test"] or sets["magika_tests"]],
+                      1 if args.tiny else args.rounds)
+    cold = cold_start_ms(sets["magika_tests"][0][0], 1 if args.tiny else 7) if peers_ok else {}
+    load = os.getloadavg()[0]
+    sizes = _model_sizes(tools[0])
+    for t in tools + extra:
+        q, c = {}, {"loadavg_1m": load}
+        items = sets["magika_tests"]
+        if items:
+            pr = preds[(t.name, "magika_tests")]
+            q["magika_tests_correct"] = sum(a == b for a, (_, b) in zip(pr, items))
+            q["magika_tests_total"] = len(items)
+        items = sets["corpus_test"]
+        if items:
+            truth = [lab for _, lab in items]
+            pr = preds[(t.name, "corpus_test")]
+            cover = both if both else sorted(ours_labels - set(GENERIC))
+            r = prf(truth, pr, cover)
+            q["macro_f1_both_cover"] = float(np.mean([v["f1"] for v in r.values() if v["support"]]))
+            q["n_types_both_cover"] = sum(1 for v in r.values() if v["support"])
+            r_all = prf(truth, pr, sorted(ours_labels - set(GENERIC)))
+            q["macro_f1_our_types"] = float(np.mean([v["f1"] for v in r_all.values() if v["support"]]))
+            q["min_precision_our_types"] = float(min(v["precision"] for v in r_all.values() if v["predicted"]))
+            q["accuracy"] = float(np.mean([a == b for a, b in zip(pr, truth)]))
+            q["generic_output_rate"] = float(np.mean([a in GENERIC for a in pr]))
+            for lab, v in r_all.items():
+                per_type.append({"tool": t.name, "dataset": "corpus_test", "label": lab, **v})
+        items = sets["oos"]
+        if items:
+            pr = preds[(t.name, "oos")]
+            q["oos_confident_wrong_rate"] = float(np.mean([a not in (*GENERIC, "error") for a in pr]))
+            q["oos_files"] = len(items)
+        base = t.name.split("[")[0]
+        if t.name in fps:
+            c["files_per_s"] = fps[t.name]
+        if base in cold and "[" not in t.name or t.name.endswith("[high-confidence]"):
+            c["cold_start_ms"] = cold.get(base, float("nan"))
+            if base == "paretoml":
+                c["cold_start_cli_ms"] = cold.get("paretoml-cli", float("nan"))
+        c.update(sizes.get(base, {}))
+        points.append(Point(t.name, config={"tiny": args.tiny, "corpus": str(args.corpus), "mode": t.name},
+                            quality=q, cost=c, peer=t.peer, benchmark="filetype", device=env["device"], threads=1,
+                            versions=env["versions"], git_sha=env["git_sha"], date=env["date"]))
+    write_jsonl(args.out, points)
+    write_jsonl(args.out.with_name(args.out.stem + "_per_type.jsonl"),
+                [Point(f"{d['tool']}:{d['label']}", config={"tool": d["tool"], "label": d["label"]},
+                       quality={k: d[k] for k in ("precision", "recall", "f1")},
+                       cost={"support": d["support"], "predicted": d["predicted"]}, peer=not d["tool"].startswith("paretoml"),
+                       benchmark="filetype_per_type", device=env["device"], threads=1, git_sha=env["git_sha"],
+                       date=env["date"]) for d in per_type])
+    plots = args.plots or (None if args.tiny else ROOT / "docs")
+    if plots is not None and sets["corpus_test"]:
+        _plots(plots, sets["corpus_test"], preds[(tools[0].name, "corpus_test")], points)
+    for p in points:
+        print(json.dumps({"variant": p.name, **p.quality, **p.cost}), file=sys.stderr)
+    return points
+
+
+def _magika_labels() -> set[str]:
+    from magika import Magika
+
+    return {str(x) for x in Magika().get_output_content_types()}
+
+
+def _model_sizes(ours) -> dict[str, dict]:
+    from paretoml.filetype import detector
+
+    d = Path(detector.__file__).parent / "data"
+    out = {"paretoml": {"model_bytes": sum(f.stat().st_size for f in d.glob("model.*")), "params": ours.det.model.n_params}}
+    try:
+        import magika
+
+        onnx = list(Path(magika.__file__).parent.rglob("model.onnx"))
+        if onnx:
+            out["magika"] = {"model_bytes": onnx[0].stat().st_size}
+    except ImportError:
+        pass
+    return out
+
+
+def _plots(folder: Path, items, pred, points):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = [lab for _, lab in items]
+    labs = sorted(set(truth) | set(pred))
+    ix = {lab: i for i, lab in enumerate(labs)}
+    cm = np.zeros((len(labs), len(labs)))
+    for a, b in zip(truth, pred):
+        cm[ix[a], ix[b]] += 1
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(16, 16))
+    ax.imshow(cm, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labs)), labs, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(labs)), labs, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (held-out test split, by package)")
+    ax.set_title("paretoml.filetype confusion matrix (row-normalised)")
+    fig.tight_layout()
+    fig.savefig(folder / "filetype_confusion.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for p in points:
+        x, y = p.cost.get("files_per_s"), p.quality.get("macro_f1_both_cover")
+        if x and y is not None:
+            ax.scatter(x, y, marker="o" if not p.peer else "s", s=60)
+            ax.annotate(p.name, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("files/s, one core (higher is better)")
+    ax.set_ylabel("macro-F1 on held-out split, types both cover")
+    ax.set_title("content-type detection: quality vs speed (same run)")
+    fig.tight_layout()
+    fig.savefig(folder / "filetype_frontier.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

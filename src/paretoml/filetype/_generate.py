@@ -1,0 +1,486 @@
+"""Files written by real encoders from real inputs, for the corpus (see corpus.py).
+
+Each generator takes real inputs found on this machine (images, sounds, texts, folders),
+runs a real writer (ffmpeg, Pillow, p7zip, genisoimage, stdlib modules, numpy, torch, office
+libraries) and writes into ``gen/<generator>/<input-package>/``. A missing tool skips its
+generator (logged), so the corpus builds with whatever is installed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import logging
+import lzma
+import os
+import plistlib
+import random
+import shutil
+import subprocess
+import zipfile
+import zlib
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _files(roots, exts, limit, rng, min_size=64, max_size=8 << 20):
+    out = []
+    for root in roots:
+        for dp, dn, fn in os.walk(root):
+            for f in fn:
+                if f.rsplit(".", 1)[-1].lower() in exts:
+                    p = Path(dp) / f
+                    try:
+                        if not p.is_symlink() and min_size <= p.stat().st_size <= max_size:
+                            out.append(p)
+                    except OSError:
+                        pass
+    rng.shuffle(out)
+    return out[:limit]
+
+
+def _pkg(p: Path) -> str:
+    """A stable group name for an input (its folder two levels up), used as the split unit."""
+    parts = p.parts
+    return "_".join(parts[2:5]).replace(".", "_")[:60] if len(parts) > 4 else "misc"
+
+
+def _out(base: Path, gen: str, src: Path, name: str) -> Path:
+    d = base / gen / _pkg(src)
+    d.mkdir(parents=True, exist_ok=True)
+    return d / name
+
+
+def _run(cmd, **kw) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=120, **kw).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _images(base, imgs, rng):
+    from PIL import Image
+
+    fmts = [("bmp", "BMP", {}), ("gif", "GIF", {}), ("tiff", "TIFF", {}), ("webp", "WEBP", {}),
+            ("ico", "ICO", {}), ("tga", "TGA", {}), ("jp2", "JPEG2000", {}), ("ppm", "PPM", {}),
+            ("pcx", "PCX", {}), ("jpg", "JPEG", {}), ("png", "PNG", {}), ("icns", "ICNS", {}),
+            ("pdf", "PDF", {}), ("eps", "EPS", {})]
+    for i, src in enumerate(imgs):
+        try:
+            im = Image.open(src)
+            im.load()
+        except Exception:  # noqa: BLE001 — unreadable input image: skip it
+            continue
+        for ext, fmt, kw in fmts:
+            try:
+                x = im
+                if fmt in ("JPEG", "PPM", "PCX", "EPS", "PDF", "TGA", "BMP") and x.mode not in ("RGB", "L"):
+                    x = x.convert("RGB")
+                if fmt == "ICNS":
+                    x = x.convert("RGBA").resize((128, 128))
+                if fmt == "ICO":
+                    x = x.resize((min(x.width, 64), min(x.height, 64)))
+                if rng.random() < 0.5 and fmt not in ("ICNS", "ICO"):
+                    s = rng.uniform(0.3, 1.0)
+                    x = x.resize((max(8, int(x.width * s)), max(8, int(x.height * s))))
+                x.save(_out(base, f"img_{ext}", src, f"{i}.{ext}"), fmt, **kw)
+            except Exception:  # noqa: BLE001 — some modes cannot be written in some formats
+                continue
+
+
+def _media(base, audios, imgs, rng):
+    if shutil.which("ffmpeg") is None:
+        log.warning("ffmpeg not found: no audio/video generated")
+        return
+    aud = [("mp3", ["-c:a", "libmp3lame"]), ("flac", []), ("ogg", ["-c:a", "libvorbis"]), ("wav", []),
+           ("aiff", []), ("m4a", ["-c:a", "aac"]), ("opus", ["-c:a", "libopus"])]
+    for i, src in enumerate(audios):
+        for ext, args in aud:
+            dst = _out(base, f"aud_{ext}", src, f"{i}.{ext}")
+            ar = rng.choice(["22050", "44100", "48000"])
+            _run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(src), "-t", "20", "-ar", ar, *args,
+                  *(["-map_metadata", "-1"] if rng.random() < 0.5 else []), str(dst)])
+    vid = [("mp4", []), ("mkv", []), ("webm", ["-c:v", "libvpx", "-b:v", "200k"]), ("flv", []),
+           ("3gp", ["-s", "176x144", "-ar", "8000", "-ac", "1", "-c:a", "aac"]), ("mov", []), ("avi", [])]
+    for i, src in enumerate(imgs):
+        for ext, args in vid:
+            dst = _out(base, f"vid_{ext}", src, f"{i}.{ext}")
+            a = audios[i % len(audios)] if audios else None
+            cmd = ["ffmpeg", "-y", "-loglevel", "error", "-loop", "1", "-i", str(src)]
+            if a is not None and rng.random() < 0.7:
+                cmd += ["-i", str(a), "-shortest"]
+            cmd += ["-t", str(rng.choice([1, 2])), "-r", "5", "-vf", "scale=trunc(iw/8)*2:trunc(ih/8)*2",
+                    "-pix_fmt", "yuv420p", *args, str(dst)]
+            _run(cmd)
+
+
+def _compress(base, texts, bins, rng):
+    import tarfile
+
+    for i, src in enumerate(texts + bins):
+        data = src.read_bytes()[: 1 << 20]
+        _out(base, "gzip", src, f"{i}.gz").write_bytes(gzip.compress(data, compresslevel=rng.choice([1, 6, 9])))
+        _out(base, "bzip", src, f"{i}.bz2").write_bytes(bz2.compress(data))
+        _out(base, "xz", src, f"{i}.xz").write_bytes(lzma.compress(data))
+        _out(base, "zlib", src, f"{i}.zlib").write_bytes(zlib.compress(data, rng.choice([1, 6, 9])))
+        if shutil.which("zstd"):
+            _run(["zstd", "-q", "-f", str(src), "-o", str(_out(base, "zstd", src, f"{i}.zst"))])
+    dirs = sorted({p.parent for p in texts + bins})
+    rng.shuffle(dirs)
+    for i, d in enumerate(dirs[:250]):
+        members = [p for p in sorted(d.iterdir())[:20] if p.is_file() and not p.is_symlink()]
+        if not members:
+            continue
+        src = members[0]
+        fmt = rng.choice([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+        with tarfile.open(_out(base, "tar", src, f"{i}.tar"), "w", format=fmt) as tf:
+            for m in members:
+                tf.add(m, arcname=m.name)
+        comp = rng.choice([zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+        with zipfile.ZipFile(_out(base, "zip", src, f"{i}.zip"), "w", comp) as zf:
+            for m in members:
+                zf.write(m, arcname=m.name)
+        if shutil.which("7z"):
+            _run(["7z", "a", "-bd", "-y", str(_out(base, "7z", src, f"{i}.7z")), *map(str, members[:8])])
+        if i < 120 and shutil.which("genisoimage"):
+            _run(["genisoimage", "-quiet", "-o", str(_out(base, "iso", src, f"{i}.iso")), "-graft-points",
+                  *[f"{m.name}={m}" for m in members[:5]]])
+
+
+def _stdlib(base, texts, jsons, csvs, rng):
+    import csv
+    import pickle
+    import sqlite3
+    from email.message import EmailMessage
+
+    for i, src in enumerate(jsons):
+        try:
+            obj = json.loads(src.read_text())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        try:
+            _out(base, "bplist", src, f"{i}.plist").write_bytes(plistlib.dumps(_plistable(obj), fmt=plistlib.FMT_BINARY))
+            _out(base, "xplist", src, f"{i}.plist").write_bytes(plistlib.dumps(_plistable(obj)))
+        except (TypeError, ValueError, OverflowError):
+            pass
+        _out(base, "pickle", src, f"{i}.pkl").write_bytes(pickle.dumps(obj, protocol=rng.choice([2, 3, 4, 5])))
+        if isinstance(obj, list) and obj:
+            _out(base, "jsonl", src, f"{i}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in obj[:500]))
+        elif isinstance(obj, dict) and obj:
+            _out(base, "jsonl", src, f"{i}.jsonl").write_text(
+                "".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in list(obj.items())[:500]))
+    for i, src in enumerate(csvs):
+        try:
+            rows = list(csv.reader(io.StringIO(src.read_text())))[:2000]
+        except (UnicodeDecodeError, csv.Error):
+            continue
+        if len(rows) < 2:
+            continue
+        buf = io.StringIO()
+        csv.writer(buf, delimiter="\t").writerows(rows)
+        _out(base, "tsv", src, f"{i}.tsv").write_text(buf.getvalue())
+        db = _out(base, "sqlite", src, f"{i}.sqlite")
+        db.unlink(missing_ok=True)
+        con = sqlite3.connect(db)
+        n = max(len(r) for r in rows)
+        con.execute(f"create table t ({', '.join(f'c{j}' for j in range(n))})")
+        con.executemany(f"insert into t values ({', '.join('?' * n)})", [r + [None] * (n - len(r)) for r in rows[1:]])
+        con.commit()
+        con.close()
+    for i, src in enumerate(texts):
+        try:
+            body = src.read_text()[:20000]
+        except UnicodeDecodeError:
+            continue
+        m = EmailMessage()
+        m["From"] = rng.choice(["alice@example.org", "Bob <bob@example.com>", "dev@lists.debian.org"])
+        m["To"] = "team@example.net"
+        m["Subject"] = src.name
+        m.set_content(body)
+        if rng.random() < 0.3:
+            m.add_attachment(src.read_bytes()[:4000], maintype="application", subtype="octet-stream", filename=src.name)
+        _out(base, "eml", src, f"{i}.eml").write_bytes(bytes(m))
+
+
+def _plistable(o):
+    if isinstance(o, dict):
+        return {str(k): _plistable(v) for k, v in o.items() if v is not None}
+    if isinstance(o, list):
+        return [_plistable(v) for v in o if v is not None]
+    if isinstance(o, int) and abs(o) >= 2**63:
+        return str(o)
+    return o
+
+
+def _arrays(base, imgs, rng):
+    import numpy as np
+    from PIL import Image
+
+    for i, src in enumerate(imgs):
+        try:
+            a = np.asarray(Image.open(src).convert("RGB"))
+        except Exception:  # noqa: BLE001 — unreadable input image
+            continue
+        dt = rng.choice([np.uint8, np.float32, np.float64, np.int16])
+        np.save(_out(base, "npy", src, f"{i}.npy"), a.astype(dt))
+        saver = np.savez_compressed if rng.random() < 0.5 else np.savez
+        saver(_out(base, "npz", src, f"{i}.npz"), img=a, mean=a.mean(axis=(0, 1)))
+    try:
+        import torch
+    except ImportError:
+        return
+    for i in range(200):
+        h = rng.choice([4, 8, 16, 32, 64])
+        mods = [torch.nn.Linear(rng.choice([3, 8, 16]), h), torch.nn.ReLU(), torch.nn.Linear(h, rng.choice([2, 10]))]
+        if rng.random() < 0.5:
+            mods.insert(0, torch.nn.LayerNorm(mods[0].in_features))
+        obj = torch.nn.Sequential(*mods).state_dict()
+        if rng.random() < 0.3:
+            obj = {"model": obj, "epoch": rng.randrange(100), "lr": 1e-3}
+        d = base / "pytorch" / f"g{i % 20}"
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, d / f"{i}.pt")
+
+
+def _office(base, texts, csvs, rng):
+    for name in ("docx", "pptx", "openpyxl", "odf", "xlwt"):
+        try:
+            __import__(name)
+        except ImportError:
+            log.warning("%s not installed: no %s files generated", name, name)
+    for i, src in enumerate(texts):
+        try:
+            lines = [ln for ln in src.read_text().splitlines() if ln.strip()][:200]
+        except UnicodeDecodeError:
+            continue
+        if not lines:
+            continue
+        for fn in (_docx, _pptx, _xlsx, _odt, _ods, _odp, _xls, _epub):
+            try:
+                fn(base, src, i, lines, rng)
+            except ImportError:
+                pass
+            except Exception as e:  # noqa: BLE001 — a writer choking on odd text: skip that file
+                log.debug("%s failed on %s: %s", fn.__name__, src, e)
+
+
+def _clean(s: str) -> str:
+    return "".join(c for c in s if c >= " " or c == "\t")[:500]
+
+
+def _docx(base, src, i, lines, rng):
+    import docx
+
+    d = docx.Document()
+    d.add_heading(_clean(src.name), 0)
+    for ln in lines:
+        d.add_paragraph(_clean(ln))
+    d.save(_out(base, "docx", src, f"{i}.docx"))
+
+
+def _pptx(base, src, i, lines, rng):
+    import pptx
+
+    p = pptx.Presentation()
+    for k in range(0, min(len(lines), 40), 5):
+        s = p.slides.add_slide(p.slide_layouts[1])
+        s.shapes.title.text = _clean(lines[k])
+        s.placeholders[1].text = "\n".join(_clean(x) for x in lines[k + 1:k + 5])
+    p.save(_out(base, "pptx", src, f"{i}.pptx"))
+
+
+def _xlsx(base, src, i, lines, rng):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for ln in lines:
+        ws.append([_clean(x) for x in ln.split()[:10]])
+    wb.save(_out(base, "xlsx", src, f"{i}.xlsx"))
+
+
+def _xls(base, src, i, lines, rng):
+    import xlwt
+
+    wb = xlwt.Workbook()
+    ws = wb.add_sheet("Sheet1")
+    for r, ln in enumerate(lines):
+        for c, x in enumerate(ln.split()[:10]):
+            ws.write(r, c, _clean(x)[:200])
+    wb.save(str(_out(base, "xls", src, f"{i}.xls")))
+
+
+def _odt(base, src, i, lines, rng):
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P
+
+    d = OpenDocumentText()
+    for ln in lines:
+        d.text.addElement(P(text=_clean(ln)))
+    d.save(str(_out(base, "odt", src, f"{i}.odt")))
+
+
+def _ods(base, src, i, lines, rng):
+    from odf.opendocument import OpenDocumentSpreadsheet
+    from odf.table import Table, TableCell, TableRow
+    from odf.text import P
+
+    d = OpenDocumentSpreadsheet()
+    t = Table(name="Sheet1")
+    for ln in lines[:100]:
+        tr = TableRow()
+        for x in ln.split()[:8]:
+            tc = TableCell()
+            tc.addElement(P(text=_clean(x)))
+            tr.addElement(tc)
+        t.addElement(tr)
+    d.spreadsheet.addElement(t)
+    d.save(str(_out(base, "ods", src, f"{i}.ods")))
+
+
+def _odp(base, src, i, lines, rng):
+    from odf.draw import Frame, Page, TextBox
+    from odf.opendocument import OpenDocumentPresentation
+    from odf.style import MasterPage, PageLayout
+    from odf.text import P
+
+    d = OpenDocumentPresentation()
+    pl = PageLayout(name="PL")
+    d.automaticstyles.addElement(pl)
+    mp = MasterPage(name="Default", pagelayoutname=pl)
+    d.masterstyles.addElement(mp)
+    for k in range(0, min(len(lines), 30), 5):
+        page = Page(masterpagename=mp)
+        fr = Frame(width="20cm", height="10cm", x="1cm", y="1cm")
+        tb = TextBox()
+        for ln in lines[k:k + 5]:
+            tb.addElement(P(text=_clean(ln)))
+        fr.addElement(tb)
+        page.addElement(fr)
+        d.presentation.addElement(page)
+    d.save(str(_out(base, "odp", src, f"{i}.odp")))
+
+
+def _epub(base, src, i, lines, rng):
+    import html
+
+    body = "\n".join(f"<p>{html.escape(_clean(x))}</p>" for x in lines)
+    with zipfile.ZipFile(_out(base, "epub", src, f"{i}.epub"), "w") as z:
+        z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        z.writestr("META-INF/container.xml", '<?xml version="1.0"?><container version="1.0" '
+                   'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
+                   'full-path="content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>',
+                   compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("content.opf", f'<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+                   f'<metadata><dc:title xmlns:dc="http://purl.org/dc/elements/1.1/">{html.escape(src.name)}'
+                   '</dc:title></metadata><manifest><item id="c" href="c.xhtml" media-type="application/xhtml+xml"/>'
+                   '</manifest><spine><itemref idref="c"/></spine></package>', compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("c.xhtml", f"<html><body>{body}</body></html>", compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _classes(base, rng):
+    """Java bytecode: .class members of real jars (javac's output)."""
+    jars = [p for p in Path("/usr/share/java").glob("*.jar")] + list(Path("/usr/lib/jvm").rglob("*.jar"))
+    rng.shuffle(jars)
+    n = 0
+    for j in jars[:60]:
+        try:
+            with zipfile.ZipFile(j) as z:
+                names = [x for x in z.namelist() if x.endswith(".class")]
+                rng.shuffle(names)
+                for k, nm in enumerate(names[:25]):
+                    d = base / "javabytecode" / j.stem[:40]
+                    d.mkdir(parents=True, exist_ok=True)
+                    (d / f"{k}.class").write_bytes(z.read(nm))
+                    n += 1
+        except (zipfile.BadZipFile, OSError):
+            continue
+    src = Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip")
+    if src.exists():  # Java sources, grouped by module (the split unit)
+        with zipfile.ZipFile(src) as z:
+            names = [x for x in z.namelist() if x.endswith(".java")]
+            rng.shuffle(names)
+            for k, nm in enumerate(names[:1500]):
+                d = base / "javasrc" / nm.split("/")[0]
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"{k}.java").write_bytes(z.read(nm))
+
+
+def _unknown(base, rng):
+    """Random bytes (the model's 'unknown' for data without structure)."""
+    d = base / "random"
+    for i in range(600):
+        sub = d / f"g{i % 30}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i}.bin").write_bytes(os.urandom(rng.choice([16, 100, 1000, 5000, 20000])))
+    if shutil.which("tic"):  # compiled terminfo (out of scope → unknown), from the system's sources
+        pass
+
+
+def _extra_tools(base, imgs, texts, rng):
+    """PSD (ImageMagick), Cabinet (gcab) and pcap (tcpdump on loopback while real HTTP runs)."""
+    im = shutil.which("convert-im6.q16") or shutil.which("magick")
+    if im:
+        for i, src in enumerate(imgs[:120]):
+            _run([im, str(src), "-resize", f"{rng.choice([25, 50, 100])}%", str(_out(base, "psd", src, f"{i}.psd"))])
+    if shutil.which("gcab"):
+        for i in range(0, min(len(texts), 240), 2):
+            _run(["gcab", "-c", *(["-z"] if rng.random() < 0.5 else []), "-n",
+                  str(_out(base, "cab", texts[i], f"{i}.cab")), str(texts[i]), str(texts[i + 1])])
+    if shutil.which("tcpdump"):
+        import http.server
+        import threading
+        import time
+        import urllib.request
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        port = srv.server_address[1]
+        for i in range(40):
+            dst = base / "pcap" / f"g{i % 10}" / f"{i}.pcap"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            extra = ["--time-stamp-precision=nano"] if rng.random() < 0.3 else []
+            proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-s", str(rng.choice([96, 262144])), *extra,
+                                     "-w", str(dst), "port", str(port)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(1.5)  # tcpdump needs a moment before it listens
+            for _ in range(rng.randrange(1, 6)):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                except OSError:
+                    pass
+            time.sleep(1.0)
+            proc.terminate()
+            proc.wait(timeout=10)
+        srv.shutdown()
+
+
+def generate_all(out: Path, seed: int = 0) -> None:
+    """Run every generator into `out` (skipped when `out/.done` exists)."""
+    if (out / ".done").exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    roots = [Path("/usr/share"), out.parent / "debs"]
+    imgs = _files(roots, {"png", "jpg", "jpeg"}, 250, rng, min_size=2000, max_size=2 << 20)
+    audios = _files(roots, {"oga", "ogg", "wav"}, 60, rng, min_size=2000)
+    texts = _files([Path("/usr/share/doc"), Path("/usr/lib/python3"), out.parent / "debs"],
+                   {"txt", "md", "rst", "py", "html", "c", "tex"}, 300, rng, min_size=500, max_size=1 << 20)
+    bins = _files([Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/share")], {"so", "png", "ttf", "pdf"}, 100, rng,
+                  min_size=500, max_size=4 << 20)
+    jsons = _files([Path("/usr"), out.parent / "npm"], {"json"}, 300, rng, min_size=100, max_size=1 << 20)
+    csvs = _files([Path("/usr"), Path(os.sys.prefix)], {"csv"}, 150, rng, min_size=200, max_size=4 << 20)
+    steps = [("images", lambda: _images(out, imgs, rng)), ("media", lambda: _media(out, audios, imgs[:60], rng)),
+             ("compress", lambda: _compress(out, texts[:200], bins, rng)),
+             ("stdlib", lambda: _stdlib(out, texts, jsons, csvs, rng)), ("arrays", lambda: _arrays(out, imgs[:200], rng)),
+             ("office", lambda: _office(out, texts[:250], csvs, rng)), ("classes", lambda: _classes(out, rng)),
+             ("unknown", lambda: _unknown(out, rng)), ("extra", lambda: _extra_tools(out, imgs, texts, rng))]
+    for name, fn in steps:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 — one failing generator must not lose the others' output
+            log.warning("generator %s failed: %s", name, e)
+    (out / ".done").write_text("ok\n")

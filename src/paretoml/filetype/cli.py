@@ -1,0 +1,168 @@
+"""`paretoml filetype identify | corpus | train` (imports cheaply; the work is imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ft = sub.add_parser("filetype", help="content-type detection from bytes (identify, corpus, train)",
+                        description="Identify files' content types with a small byte model; build a "
+                                    "labelled corpus offline; train and export the model.")
+    fsub = ft.add_subparsers(dest="filetype_command", metavar="ACTION")
+    fsub.required = True
+
+    p = fsub.add_parser("identify", help="print the content type of files",
+                        description="Print each file's content type: `path: Description (group)`.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; '-' reads stdin")
+    p.add_argument("-r", "--recursive", action="store_true", help="identify the files inside folders")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON list of results")
+    fmt.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+    p.add_argument("-s", "--score", action="store_true", help="append the score")
+    p.add_argument("-i", "--mime", action="store_true", help="print the MIME type instead of the description")
+    p.add_argument("--mode", default="high-confidence",
+                   choices=["high-confidence", "medium-confidence", "best-guess"])
+    p.add_argument("--no-dereference", action="store_true", help="report symlinks as symlinks")
+    p.add_argument("--model-dir", type=Path, default=None, help="weights folder (default: shipped)")
+    p.set_defaults(func=_run_identify)
+
+    c = fsub.add_parser("corpus", help="build a labelled training corpus from real files (offline)",
+                        description="Harvest this machine, unpacked Debian/npm packages and files written "
+                                    "by real encoders; label by name AND content; split by package.")
+    c.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    c.add_argument("--debs", type=Path, default=None, help="folder of .deb files to unpack")
+    c.add_argument("--fetch", action="store_true", help="first `apt-get download` the default package list "
+                                                         "into --debs and `npm pack` into --npm")
+    c.add_argument("--npm", type=Path, default=None, help="folder of `npm pack` tarballs to unpack")
+    c.add_argument("--max-per-label", type=int, default=1500)
+    c.add_argument("--no-generate", action="store_true", help="skip the encoder-generated files")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_run_corpus)
+
+    t = fsub.add_parser("train", help="train the byte model on a corpus and export it",
+                        description="Train on the train split, choose per-label thresholds on val "
+                                    "(≥ 99%% precision), write model.safetensors + model.json.")
+    t.add_argument("corpus", type=Path, metavar="CORPUS_DIR")
+    t.add_argument("--out", type=Path, required=True, help="output folder for the weights")
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--window", type=int, default=512)
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--hidden2", type=int, default=128)
+    t.add_argument("--embed-dim", type=int, default=8)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_run_train)
+
+
+def _expand(paths: list[str], recursive: bool):
+    """Yield paths; with `recursive`, folders are walked (symlinked folders are not followed,
+    so symlink loops cannot recurse forever)."""
+    for p in paths:
+        if recursive and p != "-" and os.path.isdir(p) and not os.path.islink(p):
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=False, onerror=None):
+                dirnames.sort()
+                for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                    yield os.path.join(dirpath, name)
+        else:
+            yield p
+
+
+def _read_stdin_ends(block: int) -> bytes:
+    """stdin's first and last `block` bytes (streamed: memory stays O(block))."""
+    src = sys.stdin.buffer
+    head = src.read(2 * block)
+    if len(head) < 2 * block:
+        return head
+    tail = b""
+    while True:
+        b = src.read(1 << 16)
+        if not b:
+            break
+        tail = (tail + b)[-block:]
+    # keep the first `block` bytes and the last `block` bytes; features look at nothing else
+    return head[:block] + (head[block:] + tail)[-block:] if tail else head
+
+
+def _line(r, args) -> str:
+    if not r.ok:
+        return f"{r.path}: error: {r.message or r.status}"
+    what = r.mime_type if args.mime else f"{r.description} ({r.group})"
+    s = f"{r.path}: {what}"
+    if args.score:
+        s += f" {round(100 * r.score)}%"
+    if r.overwrite_reason:
+        from paretoml.filetype.labels import info
+
+        i = info(r.model_label)
+        s += f" [Low-confidence model best-guess: {i.description} ({i.group}), score={r.score:.3f}]"
+    return s
+
+
+def _run_identify(args) -> int:
+    import json
+
+    from paretoml.filetype import Detector, DetectorConfig
+
+    det = Detector(config=DetectorConfig(mode=args.mode, no_dereference=args.no_dereference),
+                   model_dir=args.model_dir)
+    results = []
+    paths = list(_expand(args.paths, args.recursive))
+    files = [p for p in paths if p != "-"]
+    by_path = iter(det.identify_paths(files))
+    for p in paths:
+        if p == "-":
+            r = det.identify_bytes(_read_stdin_ends(det.feature_config.block_size))
+        else:
+            r = next(by_path)
+        results.append(r)
+        if args.jsonl:
+            print(json.dumps(r.asdict()))
+        elif not args.json:
+            print(_line(r, args))
+    if args.json:
+        from paretoml.cli import print_json
+
+        print_json([r.asdict() for r in results])
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _run_corpus(args) -> int:
+    import json
+    import logging
+
+    from paretoml.filetype.corpus import DEBIAN_PACKAGES, NPM_PACKAGES, CorpusConfig, build_corpus, fetch_debian
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.fetch:
+        if args.debs is None or args.npm is None:
+            raise ValueError("filetype corpus --fetch: also give --debs DIR and --npm DIR to download into")
+        fetch_debian(list(DEBIAN_PACKAGES), args.debs)
+        import subprocess
+
+        args.npm.mkdir(parents=True, exist_ok=True)
+        for p in NPM_PACKAGES:
+            subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
+    cfg = CorpusConfig(max_per_label=args.max_per_label, generate=not args.no_generate, seed=args.seed)
+    counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm)
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+def _run_train(args) -> int:
+    import json
+    import logging
+
+    from paretoml.filetype.model import ModelConfig
+    from paretoml.filetype.train import TrainConfig, train_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    mc = ModelConfig(window=args.window, hidden=args.hidden, hidden2=args.hidden2, embed_dim=args.embed_dim)
+    meta = train_model(args.corpus, args.out, TrainConfig(model=mc, epochs=args.epochs, threads=args.threads,
+                                                          seed=args.seed))
+    print(json.dumps({"labels": len(meta["labels"]), "val_accuracy": meta["val_accuracy"],
+                      "train_seconds": meta["train_seconds"]}))
+    return 0

@@ -1,0 +1,153 @@
+"""The byte model, numpy-only inference (no torch import: a short cold start).
+
+Architecture (`ModelConfig`), applied to the head and the tail window alike with shared weights::
+
+    tokens (B, 2, W)  --embed 257→E-->  (B, 2, W, E)  --group `chunk` bytes-->  (B, 2, P, chunk·E)
+      --conv over chunks, kernel k, ReLU-->  (B, 2, P', H)  --pointwise H→H2, ReLU-->  (B, 2, P', H2)
+      --max over positions (head, tail) + the head's first position-->  (B, 3·H2)
+      --LayerNorm, Linear-->  logits (B, n_labels)
+
+Grouping `chunk` bytes before the convolution (as Magika groups 4 embedded bytes) makes the
+first layer one matrix product on a (B·2·P, chunk·E) view, so a file costs a few million
+multiply-adds. The head's first position keeps offset-0 information (magic numbers) that
+max pooling alone would lose.
+
+Weights are stored as safetensors (tensors) + JSON (labels, thresholds, config). The
+safetensors reader here is a few lines over the documented format (8-byte header length,
+JSON header, raw little-endian data) so that inference needs numpy only; the tests check it
+against the ``safetensors`` library.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ModelConfig", "ByteModel", "read_safetensors"]
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16, "U8": np.uint8}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the byte model.
+
+    Attributes:
+        window: bytes per end (input is 2 * window tokens).
+        embed_dim: byte embedding width E.
+        chunk: bytes grouped per position before the convolution (window % chunk == 0).
+        kernel: convolution width, in chunks.
+        hidden: convolution channels H.
+        hidden2: pointwise channels H2 (pooled features are 3 * H2).
+    """
+
+    window: int = 512
+    embed_dim: int = 8
+    chunk: int = 4
+    kernel: int = 2
+    hidden: int = 64
+    hidden2: int = 128
+
+    def __post_init__(self):
+        for name, lo, hi in (("window", 16, 4096), ("embed_dim", 1, 256), ("chunk", 1, 64), ("kernel", 1, 16),
+                             ("hidden", 1, 4096), ("hidden2", 1, 4096)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and lo <= v <= hi):
+                raise ValueError(f"ModelConfig.{name} must be an int in [{lo}, {hi}], got {v!r}")
+        if self.window % self.chunk:
+            raise ValueError(f"ModelConfig.window ({self.window}) must be a multiple of chunk ({self.chunk})")
+        if self.window // self.chunk < self.kernel:
+            raise ValueError(f"ModelConfig.kernel ({self.kernel}) must be ≤ window/chunk "
+                             f"({self.window // self.chunk})")
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Tensors of a ``.safetensors`` file as numpy arrays (numpy only; no pickle)."""
+    raw = Path(path).read_bytes()
+    if len(raw) < 8:
+        raise ValueError(f"{path}: not a safetensors file (only {len(raw)} bytes)")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        raise ValueError(f"{path}: safetensors header says {n} bytes, file has {len(raw) - 8}")
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    base = 8 + n
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        dt = _DTYPES.get(meta["dtype"])
+        if dt is None:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}")
+        a, b = meta["data_offsets"]
+        out[name] = np.frombuffer(raw, dtype=np.dtype(dt).newbyteorder("<"), count=(b - a) // np.dtype(dt).itemsize,
+                                  offset=base + a).reshape(meta["shape"])
+    return out
+
+
+class ByteModel:
+    """Numpy forward pass of the byte model.
+
+    Args:
+        weights: arrays named as the torch module's state dict (see train.py).
+        cfg: the `ModelConfig` the weights were trained with.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], cfg: ModelConfig):
+        self.cfg = cfg
+        f32 = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.emb = f32["emb.weight"]                                   # (257, E)
+        w = f32["conv.weight"]                                          # (H, chunk·E, k) torch Conv1d layout
+        self.conv_w = np.ascontiguousarray(w.transpose(1, 2, 0).reshape(w.shape[1], -1))  # (chunk·E, k·H)
+        self.conv_b = f32["conv.bias"]
+        self.pw_w = np.ascontiguousarray(f32["pw.weight"][:, :, 0].T)   # (H, H2)
+        self.pw_b = f32["pw.bias"]
+        self.ln_w, self.ln_b = f32["norm.weight"], f32["norm.bias"]
+        self.head_w = np.ascontiguousarray(f32["head.weight"].T)        # (3·H2, n_labels)
+        self.head_b = f32["head.bias"]
+
+    @property
+    def n_params(self) -> int:
+        return sum(a.size for a in (self.emb, self.conv_w, self.conv_b, self.pw_w, self.pw_b, self.ln_w,
+                                    self.ln_b, self.head_w, self.head_b))
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits (B, n_labels) for int tokens of shape (B, 2 * window), values in [0, 256]."""
+        c = self.cfg
+        B = tokens.shape[0]
+        P = c.window // c.chunk
+        H, k = self.conv_b.shape[0], c.kernel
+        x = self.emb[tokens].reshape(B * 2 * P, c.chunk * c.embed_dim)  # (B·2·P, chunk·E)
+        y = (x @ self.conv_w).reshape(B * 2, P, k, H)                    # every tap at every position
+        Q = P - k + 1
+        h = y[:, 0:Q, 0]
+        for j in range(1, k):                                            # conv = sum of shifted taps
+            h = h + y[:, j:j + Q, j]
+        h = np.maximum(h + self.conv_b, 0.0)                             # (B·2, Q, H)
+        z = np.maximum(h.reshape(-1, H) @ self.pw_w + self.pw_b, 0.0).reshape(B, 2, Q, -1)  # (B, 2, Q, H2)
+        feat = np.concatenate([z.max(axis=2).reshape(B, -1), z[:, 0, 0]], axis=1)           # (B, 3·H2)
+        mu = feat.mean(axis=1, keepdims=True)
+        var = feat.var(axis=1, keepdims=True)
+        feat = (feat - mu) / np.sqrt(var + 1e-5) * self.ln_w + self.ln_b
+        return feat @ self.head_w + self.head_b
+
+    def probs(self, tokens: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (B, n_labels)."""
+        z = self.logits(tokens)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+def load_model(folder: str | Path) -> tuple[ByteModel, dict]:
+    """The model and its metadata (labels, thresholds, feature and model config) from `folder`."""
+    folder = Path(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    cfg = ModelConfig(**meta["model_config"])
+    return ByteModel(read_safetensors(folder / "model.safetensors"), cfg), meta
+
+
+def config_dict(cfg: ModelConfig) -> dict:
+    return asdict(cfg)

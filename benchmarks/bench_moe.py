@@ -104,28 +104,34 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
         shapes, T, warm, reps = [(64, 4)], 256, 1, 3
     else:
         shapes, T, warm, reps = [(1024, 8), (1024, 64), (4096, 8), (4096, 64)], 16384, 3, 10
+    if os.environ.get("MOE_BENCH_SHAPES"):  # e.g. "1024x8,1024x64" for a short re-run
+        shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ["MOE_BENCH_SHAPES"].split(",")]
     out = []
     for d, E in shapes:
         h = 4 * d
         torch.manual_seed(0)
         x = torch.randn(T, d, device=device, dtype=dtype, requires_grad=True)
-        moe = MoE(d, h, E, TopKRouter(k=k, capacity_factor=None)).to(device)
-        moe.w_up.data, moe.w_down.data = moe.w_up.data.to(dtype), moe.w_down.data.to(dtype)
-        moe_cf = MoE(d, h, E, TopKRouter(k=k, capacity_factor=1.25)).to(device)
-        moe_cf.load_state_dict(moe.state_dict())
-        moe_cf.w_up.data, moe_cf.w_down.data = moe.w_up.data, moe.w_down.data
+        moe = MoE(d, h, E, TopKRouter(k=k, capacity_factor=None), device=device, dtype=dtype)
+        moe_cf = MoE(d, h, E, TopKRouter(k=k, capacity_factor=1.25), device=device, dtype=dtype)
+        moe_cf.gate, moe_cf.w_up, moe_cf.w_down = moe.gate, moe.w_up, moe.w_down
         w1 = (torch.randn(d, k * h, device=device) * d**-0.5).to(dtype).requires_grad_()
         w2 = (torch.randn(k * h, d, device=device) * h**-0.5).to(dtype).requires_grad_()
         mp = [moe.gate, moe.w_up, moe.w_down]
         variants = {"dense_active": (lambda: _dense(x, w1, w2), [w1, w2], True)}
         if device.startswith("cuda") and grouped_mm_fn() is not None:
             variants["plain_sort_grouped_mm"] = (lambda: _plain_grouped(x, moe.gate, moe.w_up, moe.w_down, k), mp, True)
-        variants["naive_loop"] = (lambda: _naive_loop(x, moe.gate, moe.w_up, moe.w_down, k), mp, True)
+        if E <= int(os.environ.get("MOE_BENCH_LOOP_MAX_E", "64")):
+            variants["naive_loop"] = (lambda: _naive_loop(x, moe.gate, moe.w_up, moe.w_down, k), mp, True)
         for be in (("grouped", "padded") if device.startswith("cuda") else ("padded", "loop")):
             def run(be=be):
-                moe.backend = be
+                moe.backend, moe.check_finite = be, True
                 return moe(x).out
             variants[f"paretoml_{be}"] = (run, mp, False)
+
+        def run_nocheck():
+            moe.backend, moe.check_finite = "auto", False
+            return moe(x).out
+        variants["paretoml_auto_nocheck"] = (run_nocheck, mp, False)
         def run_cf():
             moe_cf.backend = "auto"
             return moe_cf(x).out
@@ -167,16 +173,282 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
     return out
 
 
-def quality_points(device, tiny):
-    return []
+# --- part 2: quality per compute (char LM) -------------------------------------------------
 
 
-def bpr_points(device, tiny):
-    return []
+def _lm_variants(d: int, E: int) -> dict:
+    """FFN factories at equal active FLOPs: dense hidden 4d; top-1 with 4d experts; top-2 and
+    expert choice (c=2) with 2d experts."""
+    from paretoml.models.gpt import MLP
+
+    return {
+        "dense": lambda i, c: MLP(c),
+        "top1": lambda i, c: MoE(d, 4 * d, E, TopKRouter(k=1, capacity_factor=1.25)),
+        "top2": lambda i, c: MoE(d, 2 * d, E, TopKRouter(k=2, capacity_factor=1.25)),
+        "expert_choice": lambda i, c: MoE(d, 2 * d, E, ExpertChoiceRouter(capacity_factor=2.0)),
+    }
 
 
-def task_points(device, tiny):
-    return []
+def _eval_lm(model, val, batches, bs, T, gen, task_ids=None):
+    from paretoml.datasets import sample_batch
+
+    model.eval()
+    tot = 0.0
+    with torch.no_grad():
+        for _ in range(batches):
+            xb, yb = sample_batch(val, bs, T, generator=gen)
+            tot += float(model(xb, yb).loss)
+    model.train()
+    return tot / batches
+
+
+def _steps_to_reach(curve, target):
+    """First step (linear interpolation between evals) where the loss is <= target."""
+    prev = None
+    for step, loss in curve:
+        if loss <= target:
+            if prev is None:
+                return float(step)
+            (s0, l0) = prev
+            return s0 + (step - s0) * (l0 - target) / max(l0 - loss, 1e-12)
+        prev = (step, loss)
+    return None
+
+
+def quality_points(device: str, tiny: bool) -> list[Point]:
+    from paretoml.datasets import CharTokenizer, lm_splits, load_tinyshakespeare, sample_batch
+    from paretoml.models.gpt import GPT, GPTConfig
+
+    text = load_tinyshakespeare()
+    tok = CharTokenizer.from_text(text)
+    train, val = lm_splits(tok.encode(text))
+    d, E, layers, T, bs = (32, 4, 2, 32, 8) if tiny else (128, 8, 4, 64, 32)
+    steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 1000)), 100, 3e-3)
+    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=layers, n_head=4, n_embd=d, block_size=T)
+    curves, points = {}, []
+    for name, factory in _lm_variants(d, E).items():
+        torch.manual_seed(0)
+        model = GPT(cfg, ffn_factory=factory).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        gen, vgen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+        curve, wall, t_train = [], [], 0.0
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            xb, yb = sample_batch(train, bs, T, generator=gen, device=device)
+            out = model(xb, yb)
+            loss = out.loss + (out.aux_loss if out.aux_loss is not None else 0.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t_train += time.perf_counter() - t0
+            if step % every == 0 or step == steps:
+                vgen.manual_seed(2)  # the same validation windows at every eval
+                curve.append((step, _eval_lm(model, val, 4 if tiny else 16, bs, T, vgen)))
+                wall.append(t_train)
+        extra = {}
+        if name == "expert_choice":  # eval with the non-causal batch routing too
+            for m in model.modules():
+                if isinstance(m, MoE):
+                    m.router = ExpertChoiceRouter(2.0, eval_mode="batch")
+            vgen.manual_seed(2)
+            extra["val_loss_batch_routing"] = _eval_lm(model, val, 4 if tiny else 16, bs, T, vgen)
+        curves[name] = curve
+        active = sum(p.numel() for p in model.parameters())
+        points.append(Point(
+            name=name, peer=name == "dense",
+            config={"part": "quality", "d_model": d, "experts": E, "layers": layers, "block": T, "batch": bs,
+                    "steps": steps, "lr": lr, "device": device, **_load()},
+            quality={"final_val_loss": curve[-1][1], **extra},
+            cost={"train_s": t_train, "params": float(active), "s_per_step": t_train / steps},
+        ))
+        points[-1].config["curve"] = [{"step": s_, "val_loss": l_, "train_s": w_} for (s_, l_), w_ in zip(curve, wall)]
+        print(f"quality {name:14s} final val {curve[-1][1]:.4f}  {t_train:.0f}s {extra}", file=sys.stderr)
+    target = curves["top2"][-1][1]
+    for p in points:
+        reach = _steps_to_reach(curves[p.name], target)
+        p.quality["steps_to_top2_final"] = reach if reach is not None else float("nan")
+        p.quality["steps_ratio_vs_top2"] = (reach / steps) if reach is not None else float("nan")
+    return points
+
+
+# --- part 3: batch priority routing on a ViT-MoE -------------------------------------------
+
+
+def _digits(seed=0):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x.astype("float32") / 16.0, y, test_size=0.25,
+                                              random_state=seed, stratify=y)
+    return (torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(), torch.from_numpy(x_te), torch.from_numpy(y_te).long())
+
+
+def _vit_accuracy(model, x, y, group):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), group):
+            correct += int((model(x[i:i + group]).logits.argmax(-1) == y[i:i + group]).sum())
+    return correct / len(x)
+
+
+def bpr_points(device: str, tiny: bool) -> list[Point]:
+    from paretoml.models.vit import ViT, ViTConfig
+
+    x_tr, y_tr, x_te, y_te = _digits()
+    if tiny:
+        x_tr, y_tr, x_te, y_te = x_tr[:128], y_tr[:128], x_te[:64], y_te[:64]
+    epochs = 2 if tiny else 40
+    E, k, group = 8, 2, 64  # a routing group = the tokens of 64 images (16 patches each)
+    cfg = ViTConfig(image_size=8, patch_size=2, d_model=64, depth=4, n_head=4)
+    moe_layers = {1, 3}  # every other block, as in V-MoE
+
+    def factory(i, d):
+        if i in moe_layers:
+            return MoE(d, 2 * d, E, TopKRouter(k=k, capacity_factor=1.25), balance_weight=1e-2)
+        return ViT(cfg).blocks[0].ffn.__class__(d, 4 * d, 0.0)
+
+    torch.manual_seed(0)
+    model = ViT(cfg, ffn_factory=factory)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x_tr), generator=gen)
+        for i in range(0, len(x_tr), group):
+            idx = perm[i:i + group]
+            out = model(x_tr[idx])
+            loss = F.cross_entropy(out.logits, y_tr[idx]) + out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    train_s = time.perf_counter() - t0
+    moes = [m for m in model.modules() if isinstance(m, MoE)]
+    points = []
+    for C in (0.25, 0.5, 0.75, 1.0, 1.25):
+        for rule in ("vanilla", "bpr"):
+            for m in moes:
+                m.router = TopKRouter(k=k, capacity_factor=C) if rule == "vanilla" else BatchPriorityRouter(k=k, capacity_ratio=C)
+            acc = _vit_accuracy(model, x_te, y_te, group)
+            points.append(Point(
+                name=f"{rule}_C{C}", peer=rule == "vanilla",
+                config={"part": "bpr", "rule": rule, "capacity_ratio": C, "experts": E, "k": k, "group_images": group,
+                        "epochs": epochs, "trained_at": 1.25, "train_s": train_s, **_load()},
+                quality={"accuracy": acc}, cost={"capacity_ratio": C}))
+            print(f"bpr {rule:8s} C={C:<5} acc {acc:.4f}", file=sys.stderr)
+    ref = {r: next(p.quality["accuracy"] for p in points if p.config["rule"] == r and p.config["capacity_ratio"] == 1.25)
+           for r in ("vanilla", "bpr")}
+    for p in points:
+        p.quality["fraction_of_C1.25"] = p.quality["accuracy"] / max(ref[p.config["rule"]], 1e-9)
+    return points
+
+
+# --- part 4: Task-MoE and sub-network extraction --------------------------------------------
+
+
+def _task_streams(tiny: bool) -> list[torch.Tensor]:
+    """Byte streams of three real sources (tasks): Shakespeare, PyPI summaries, Debian descriptions."""
+    from paretoml.datasets import load_tinyshakespeare, read_lines
+
+    n = 300 if tiny else 20000
+    texts = [load_tinyshakespeare()[: 2000 * n // 20]]
+    texts.append("\n".join(l.split("\t", 1)[-1] for l in read_lines(DATA / "pypi_summaries.tsv.gz", limit=n)))
+    texts.append("\n".join(l.split("\t", 1)[-1] for l in read_lines(DATA / "debian_descriptions.txt.gz", limit=n)))
+    return [torch.frombuffer(bytearray(t.encode("utf-8")), dtype=torch.uint8).long() for t in texts]
+
+
+def task_points(device: str, tiny: bool) -> list[Point]:
+    from paretoml.datasets import lm_splits, sample_batch
+    from paretoml.models.gpt import GPT, GPTConfig
+
+    streams = [lm_splits(s) for s in _task_streams(tiny)]
+    n_tasks = len(streams)
+    d, E, k, layers, T, per_task = (32, 4, 1, 2, 32, 2) if tiny else (128, 6, 2, 4, 64, 8)
+    steps = 4 if tiny else int(os.environ.get("MOE_TASK_STEPS", 400))
+    cfg = GPTConfig(vocab_size=256, n_layer=layers, n_head=4, n_embd=d, block_size=T)
+    routers = {"task_moe": TaskRouter(num_tasks=n_tasks, k=k), "token_moe": TopKRouter(k=k, capacity_factor=None)}
+    models, train_s = {}, {}
+    for name, router in routers.items():
+        torch.manual_seed(0)
+        model = GPT(cfg, ffn_factory=lambda i, c, r=router: MoE(d, 2 * d, E, r))
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+        gen = torch.Generator().manual_seed(1)
+        tids = torch.arange(n_tasks).repeat_interleave(per_task)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            xs, ys = zip(*(sample_batch(tr, per_task, T, generator=gen) for tr, _ in streams))
+            ctx = task_context(model, tids) if name == "task_moe" else _nullctx()
+            with ctx:
+                out = model(torch.cat(xs), torch.cat(ys))
+            loss = out.loss + out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        train_s[name] = time.perf_counter() - t0
+        models[name] = model.eval()
+    points = []
+    vb = 4 if tiny else 16
+    token_moe = models["token_moe"]
+    for t, (_, va) in enumerate(streams):
+        xb, yb = sample_batch(va, vb, T, generator=torch.Generator().manual_seed(10 + t))
+        full = models["task_moe"]
+        sub = extract_task_submodel(full, t).eval()
+        with torch.no_grad():
+            with task_context(full, torch.full((vb,), t)):
+                o_full = full(xb, yb)
+            o_sub = sub(xb, yb)
+            o_tok = token_moe(xb, yb)
+        max_diff = float((o_full.logits - o_sub.logits).abs().max())
+
+        def run_full():
+            with torch.no_grad(), task_context(full, torch.full((vb,), t)):
+                full(xb)
+
+        lat = {"task_moe_full": run_full}
+        lat["task_moe_extracted"] = lambda: _no_grad(sub, xb)
+        lat["token_moe"] = lambda: _no_grad(token_moe, xb)
+        best = {}
+        for _ in range(2 if tiny else 3):  # interleaved rounds, best median per variant
+            for name, fn in lat.items():
+                m = latency(fn, warmup=1 if tiny else 3, repeats=3 if tiny else 15).median_ms
+                best[name] = min(best.get(name, float("inf")), m)
+        params = {"task_moe_full": param_count(full), "task_moe_extracted": param_count(sub),
+                  "token_moe": param_count(token_moe)}
+        losses = {"task_moe_full": float(o_full.loss), "task_moe_extracted": float(o_sub.loss),
+                  "token_moe": float(o_tok.loss)}
+        for name in lat:
+            q = {"val_loss": losses[name]}
+            if name == "task_moe_extracted":
+                q["max_abs_diff_vs_full"] = max_diff
+            points.append(Point(
+                name=f"{name}_task{t}", peer=name == "token_moe",
+                config={"part": "task", "task": t, "source": ["tinyshakespeare", "pypi_summaries", "debian"][t],
+                        "experts": E, "k": k, "layers": layers, "batch": vb, "block": T, "steps": steps,
+                        "train_s": train_s.get(name.replace("_full", "").replace("_extracted", ""), 0.0), **_load()},
+                quality=q,
+                cost={"latency_ms": best[name], "params": float(params[name]),
+                      "speedup_vs_token_moe": best["token_moe"] / best[name],
+                      "speedup_vs_full": best["task_moe_full"] / best[name]}))
+        print(f"task {t}: max|diff| {max_diff:.2e}  latency full {best['task_moe_full']:.2f} "
+              f"sub {best['task_moe_extracted']:.2f} token {best['token_moe']:.2f} ms; params "
+              f"{params['task_moe_full']} / {params['task_moe_extracted']} / {params['token_moe']}; "
+              f"loss {losses}", file=sys.stderr)
+    return points
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _no_grad(model, x):
+    with torch.no_grad():
+        return model(x)
 
 
 # --- main -----------------------------------------------------------------------------------------

@@ -206,6 +206,7 @@ class _Plan:
     order: torch.Tensor | None
     dropped_tokens: torch.Tensor
     dropped_assignments: torch.Tensor
+    gate: torch.Tensor | None = None  # (T, k) gate of each choice (token-choice rules)
 
 
 def _capacity(factor: float, tokens: int, k: int, experts: int) -> int:
@@ -235,7 +236,7 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
         slots = torch.empty(T * k, dtype=torch.long, device=dev)
         slots[order] = torch.arange(T * k, device=dev)
         zero = torch.zeros((), dtype=torch.long, device=dev)
-        return _Plan(order // k, gate.reshape(-1)[order], counts, slots.view(T, k), order, zero, zero)
+        return _Plan(order // k, gate.reshape(-1)[order], counts, slots.view(T, k), order, zero, zero, gate)
     # priority order of the T*k assignments: choice-major, then token order (or BPR rank)
     tok = torch.arange(T, device=dev) if priority is None else torch.argsort(priority, descending=True, stable=True)
     prio = (tok[None, :] * k + torch.arange(k, device=dev)[:, None]).reshape(-1)  # (k*T,) flat ids
@@ -253,7 +254,7 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
     slots[order] = torch.arange(order.numel(), device=dev)
     slots = slots.view(T, k)
     dropped_tokens = (slots < 0).all(-1).sum()
-    return _Plan(order // k, gate.reshape(-1)[order], counts, slots, order, dropped_tokens, (~keep).sum())
+    return _Plan(order // k, gate.reshape(-1)[order], counts, slots, order, dropped_tokens, (~keep).sum(), gate)
 
 
 def _expert_choice_plan(probs: torch.Tensor, capacity_factor: float) -> _Plan:
@@ -284,7 +285,7 @@ class _Dispatch(torch.autograd.Function):
         (slots,) = ctx.saved_tensors
         T, k = slots.shape
         valid = (slots >= 0).unsqueeze(-1)
-        gx = g.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, -1)
+        gx = g.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, g.shape[1])
         return (gx * valid).sum(1), None, None
 
 
@@ -296,7 +297,7 @@ class _Combine(torch.autograd.Function):
         T, k = slots.shape
         valid = slots >= 0
         wv = (w * valid).to(rows.dtype)
-        hv = rows.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, -1)
+        hv = rows.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, rows.shape[1])
         ctx.save_for_backward(rows, wv, slots, order)
         ctx.w_dtype = w.dtype
         return (hv * wv.unsqueeze(-1)).sum(1)
@@ -306,8 +307,8 @@ class _Combine(torch.autograd.Function):
         rows, wv, slots, order = ctx.saved_tensors
         T, k = slots.shape
         valid = slots >= 0
-        hv = rows.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, -1)
-        gw = ((hv.float() * g.unsqueeze(1).float()).sum(-1) * valid).to(ctx.w_dtype)
+        hv = rows.index_select(0, slots.clamp_min(0).reshape(-1)).view(T, k, rows.shape[1])
+        gw = ((hv * g.unsqueeze(1)).sum(-1, dtype=torch.float32) * valid).to(ctx.w_dtype)
         grows = (wv.unsqueeze(-1) * g.unsqueeze(1)).reshape(T * k, -1).index_select(0, order)
         return grows, gw, None, None
 
@@ -331,13 +332,17 @@ class MoE(nn.Module):
         backend: expert matmul path: ``"auto"`` (grouped matmul on CUDA bf16 when available,
             else padded batched matmul), ``"grouped"``, ``"padded"``, or ``"loop"`` (one matmul
             per expert, the naive reference).
+        check_finite: raise on NaN/inf router logits. On CUDA this reads one flag back from
+            the device per call (a sync); turn it off for the last few percent of throughput.
+        device, dtype: where and in which dtype to create the expert weights (the router
+            gate is always float32).
         process_group: expert parallelism: this rank holds experts
             ``rank*E/W … (rank+1)*E/W - 1`` and tokens travel by all-to-all (see `_exchange`).
     """
 
     def __init__(self, d_model: int, d_hidden: int, num_experts: int, router: Router = TopKRouter(), *,
                  balance_weight: float = 1e-2, z_loss_weight: float = 1e-3, backend: str = "auto",
-                 process_group=None):
+                 check_finite: bool = True, process_group=None, device=None, dtype=None):
         super().__init__()
         for name, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -357,6 +362,7 @@ class MoE(nn.Module):
         self.router = router
         self.balance_weight, self.z_loss_weight = float(balance_weight), float(z_loss_weight)
         self.backend = backend
+        self.check_finite = bool(check_finite)
         self.process_group = process_group
         world, rank = 1, 0
         if process_group is not None:
@@ -369,11 +375,13 @@ class MoE(nn.Module):
         e_local = num_experts // world
         # The router: a token gate (E, d) or a task gate table (num_tasks, E); kept in fp32.
         if isinstance(router, TaskRouter):
-            self.gate = nn.Parameter(torch.randn(router.num_tasks, num_experts) * 0.02)
+            self.gate = nn.Parameter(torch.randn(router.num_tasks, num_experts, device=device) * 0.02)
         else:
-            self.gate = nn.Parameter(torch.randn(num_experts, d_model) * d_model**-0.5 * 0.1)
-        self.w_up = nn.Parameter(torch.randn(e_local, d_model, d_hidden) * d_model**-0.5)
-        self.w_down = nn.Parameter(torch.randn(e_local, d_hidden, d_model) * d_hidden**-0.5)
+            self.gate = nn.Parameter(torch.randn(num_experts, d_model, device=device) * d_model**-0.5 * 0.1)
+        w_up = torch.randn(e_local, d_model, d_hidden, device=device) * d_model**-0.5
+        w_down = torch.randn(e_local, d_hidden, d_model, device=device) * d_hidden**-0.5
+        self.w_up = nn.Parameter(w_up.to(dtype or w_up.dtype))
+        self.w_down = nn.Parameter(w_down.to(dtype or w_down.dtype))
         self._task_ids: torch.Tensor | None = None  # set by `task_context`
 
     def extra_repr(self) -> str:
@@ -386,13 +394,13 @@ class MoE(nn.Module):
         r = self.router
         T = x.shape[0]
         if isinstance(r, TaskRouter):
-            logits = self.gate.float()[task_ids]  # (T, E): every token of a task shares a row
+            logits = self.gate.to(torch.promote_types(x.dtype, torch.float32))[task_ids]  # (T, E): a row per task
         else:
-            xr = x.float()
+            xr = x.to(torch.promote_types(x.dtype, torch.float32))  # the router runs in >= fp32
             if isinstance(r, TopKRouter) and r.jitter > 0 and self.training:
                 xr = xr * torch.empty_like(xr).uniform_(1.0 - r.jitter, 1.0 + r.jitter)
-            logits = F.linear(xr, self.gate.float())
-        if not bool(torch.isfinite(logits).all()):
+            logits = F.linear(xr, self.gate.to(xr.dtype))
+        if self.check_finite and not bool(torch.isfinite(logits).all()):
             raise ValueError("MoE: router logits are not finite (NaN or inf); check the layer input for "
                              "NaN/inf and lower the learning rate or add normalisation before the MoE")
         probs = logits.softmax(-1)
@@ -502,8 +510,7 @@ class MoE(nn.Module):
         if plan.slots is None:  # expert choice: a token may have 0…E rows, so scatter-add
             y = torch.zeros_like(xt).index_add(0, plan.src, rows * plan.weight.to(rows.dtype).unsqueeze(-1))
         else:
-            w = plan.weight.new_zeros(plan.slots.numel()).index_put((plan.order,), plan.weight)
-            y = _Combine.apply(rows, w.view_as(plan.slots).to(torch.float32), plan.slots, plan.order)
+            y = _Combine.apply(rows, plan.gate, plan.slots, plan.order)
         bal, zl = self._aux(logits, probs)
         aux = self.balance_weight * bal + self.z_loss_weight * zl
         stats = {"load": plan.counts.detach(), "dropped_tokens": plan.dropped_tokens,

@@ -68,7 +68,7 @@ def sampling_probs(logits: torch.Tensor, temperature: float, top_k: int | None =
     """
     lg = logits.float()
     if temperature == 0:
-        return F.one_hot(lg.argmax(-1), lg.shape[-1]).float()
+        return torch.zeros_like(lg).scatter_(-1, lg.argmax(-1, keepdim=True), 1.0)
     lg = lg / temperature
     if top_k is not None and top_k < lg.shape[-1]:
         kth = torch.topk(lg, top_k, dim=-1).values[..., -1:]

@@ -164,7 +164,10 @@ class _Runner:
         pool = torch.cuda.graph_pool_handle() if graphs else None
         self.embed = Graphed(self._embed, graphs, pool)
         self.layer = [Graphed(lambda i=i: self._layer(i), graphs, pool) for i in range(L)]
-        self.exit = [Graphed(lambda i=i: self._exit(i), graphs, pool) for i in range(L)]
+        self.exit = []
+        for i in range(L):  # capture runs _exit (n += 1) a few times: keep positions in range
+            self.n.fill_(2)
+            self.exit.append(Graphed(lambda i=i: self._exit(i), graphs, pool))
 
     def _embed(self):
         c = self.lm.context(1, self.n - 1)

@@ -1,0 +1,501 @@
+"""Faster LM decoding: our fast target-only loop, speculative decoding (plain and DistillSpec
+drafts), CALM early exit and a confidence cascade, side by side with HF transformers
+`generate` / assisted generation on the same weights, and against the HBM bound.
+
+    python benchmarks/bench_decoding.py --tiny                       # seconds, CPU (CI)
+    python benchmarks/bench_decoding.py --device cuda --out benchmarks/results/decoding_h100.jsonl
+
+Full run (one GPU call): trains a char-level Llama-style target (12 layers) and a 1-layer draft on
+tinyshakespeare, distils a copy of the draft (DistillSpec), trains CALM exit heads, then measures
+tokens/s at batch 1 and 8 (median of repeats, graph capture excluded and reported), acceptance
+rate α, the draft/target step cost ratio c, the theoretical speed-up from (α, γ, c), token
+agreement with the target's greedy output, the target's NLL of the generated continuations, and
+for a random-init 1.1B Llama shape our loop vs HF `generate` vs the HBM bound.
+Each phase appends its points, so a late failure keeps the earlier ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from paretoml.datasets import CharTokenizer, lm_splits, load_tinyshakespeare
+from paretoml.frontier import Point, environment, write_jsonl
+from paretoml.frontier.harness import stamp
+from paretoml.infer import cascade as cas
+from paretoml.infer import decode, distill, early_exit, speculative
+from paretoml.models.gpt import GPT, GPTConfig
+
+BENCH = "decoding"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median wall seconds of fn() over `repeats` (after `warmup`), and the last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    ts = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), out
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def train_lm(model: GPT, data: torch.Tensor, *, seconds: float, max_steps: int, batch_size: int, seq_len: int,
+             lr: float, device, seed: int = 0) -> dict:
+    """AdamW with warm-up + cosine decay, bf16 autocast on CUDA; stops at `seconds` or `max_steps`."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    t0, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
+    while step < max_steps and time.perf_counter() - t0 < seconds:
+        frac = min(1.0, (time.perf_counter() - t0) / seconds, step / max_steps)
+        for grp in opt.param_groups:
+            grp["lr"] = lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159)).item()))
+        ix = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)[:, None] + torch.arange(seq_len)
+        x, y = data[ix].to(device, non_blocking=True), data[ix + 1].to(device, non_blocking=True)
+        with amp:
+            loss = model(x, y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+    model.eval()
+    return {"train_steps": step, "train_s": round(time.perf_counter() - t0, 1), "final_train_loss": float(loss.detach())}
+
+
+@torch.no_grad()
+def val_loss(model: GPT, data: torch.Tensor, device, seq_len: int, n_batches: int = 8) -> float:
+    g = torch.Generator().manual_seed(123)
+    out = []
+    for _ in range(n_batches):
+        ix = torch.randint(len(data) - seq_len - 1, (16,), generator=g)[:, None] + torch.arange(seq_len)
+        out.append(float(model(data[ix].to(device), data[ix + 1].to(device)).loss))
+    return sum(out) / len(out)
+
+
+@torch.no_grad()
+def continuation_nll(target: GPT, prompts: torch.Tensor, new: torch.Tensor) -> float:
+    """The target's mean NLL (nats/token) of generated continuations `new` (B, N) after `prompts` (B, L)."""
+    x = torch.cat([prompts, new], 1)
+    logits = target(x[:, :-1]).logits[:, prompts.shape[1] - 1 :].float()
+    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), new.flatten()))
+
+
+# --- HF transformers mapping --------------------------------------------------------------
+
+
+def to_hf_llama(model: GPT):
+    """The same weights in transformers' LlamaForCausalLM (q/k rows permuted: GPT rotates
+    interleaved pairs, HF rotates halves). Raises ImportError without transformers."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = model.cfg
+    assert c.mlp == "swiglu" and c.norm == "rmsnorm" and c.pos == "rope" and not c.bias
+    hc = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.hidden,
+                     num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
+                     max_position_embeddings=c.block_size, rms_norm_eps=1e-6, rope_theta=c.rope_base,
+                     tie_word_embeddings=c.tie_embeddings, attention_bias=False, mlp_bias=False, head_dim=c.head_dim,
+                     bos_token_id=None, eos_token_id=None, pad_token_id=0)
+    p = next(model.parameters())
+    with torch.device("meta"):
+        hf = LlamaForCausalLM(hc)
+    hs, nh, nkv, h = c.head_dim, c.n_head, c.kv_heads, c.hidden
+    perm = torch.cat([torch.arange(0, hs, 2), torch.arange(1, hs, 2)]).to(p.device)
+
+    def rope_rows(w, heads):
+        return w.view(heads, hs, -1)[:, perm].reshape(heads * hs, -1)
+
+    sd = {"model.embed_tokens.weight": model.wte.weight, "model.norm.weight": model.ln_f.weight,
+          "lm_head.weight": model.lm_head.weight}
+    for i, b in enumerate(model.blocks):
+        q, k, v = b.attn.qkv.weight.split([nh * hs, nkv * hs, nkv * hs])
+        pre = f"model.layers.{i}."
+        sd.update({pre + "self_attn.q_proj.weight": rope_rows(q, nh), pre + "self_attn.k_proj.weight": rope_rows(k, nkv),
+                   pre + "self_attn.v_proj.weight": v, pre + "self_attn.o_proj.weight": b.attn.proj.weight,
+                   pre + "mlp.gate_proj.weight": b.ffn.up.weight[:h], pre + "mlp.up_proj.weight": b.ffn.up.weight[h:],
+                   pre + "mlp.down_proj.weight": b.ffn.down.weight, pre + "input_layernorm.weight": b.ln_1.weight,
+                   pre + "post_attention_layernorm.weight": b.ln_2.weight})
+    hf.load_state_dict({k: v.detach().clone().contiguous() for k, v in sd.items()}, strict=True, assign=True)
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hc, device=p.device)  # buffers off the meta device
+    return hf.to(device=p.device, dtype=p.dtype).eval()
+
+
+def hf_generate(hf, prompt: torch.Tensor, n_new: int, assistant=None, gamma: int | None = None):
+    kw = dict(max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, pad_token_id=0)
+    if assistant is not None:
+        kw["assistant_model"] = assistant
+        if gamma is not None:
+            assistant.generation_config.num_assistant_tokens = gamma
+            assistant.generation_config.num_assistant_tokens_schedule = "constant"
+            assistant.generation_config.assistant_confidence_threshold = 0.0
+    return hf.generate(prompt, **kw)[:, prompt.shape[1] :]
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def settings(tiny: bool, device) -> dict:
+    if tiny:
+        return dict(target=GPTConfig.llama(vocab_size=65, n_layer=6, n_head=2, n_embd=32, d_ff=64, block_size=128),
+                    draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=2, n_embd=32, d_ff=64, block_size=128),
+                    t_seconds=2, t_steps=20, d_seconds=1, d_steps=10, batch=8, seq=64, lr=3e-3,
+                    distill_steps=3, exit_steps=3, prompt_len=16, n_new=12, gammas=[2, 4], repeats=1,
+                    n_cal=4, cal_new=6, n_calm=1, big=None, hf_new=8, dtype=torch.float32, cascade_n=200)
+    big = GPTConfig.llama(vocab_size=32000, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048, d_ff=5632, block_size=2048)
+    return dict(target=GPTConfig.llama(vocab_size=65, n_layer=16, n_head=8, n_embd=512, block_size=512),
+                draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=8, n_embd=768, block_size=512),
+                t_seconds=85, t_steps=4000, d_seconds=20, d_steps=2000, batch=64, seq=256, lr=1.5e-3,
+                distill_steps=150, exit_steps=150, prompt_len=64, n_new=128, gammas=[2, 3, 4, 6], repeats=5,
+                n_cal=60, cal_new=64, n_calm=8, big=big, hf_new=64, dtype=torch.bfloat16, cascade_n=4000)
+
+
+# --- phases -------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.device = torch.device(args.device)
+        self.s = settings(args.tiny, self.device)
+        self.env = environment(args.device, ["transformers"])
+        self.points: list[Point] = []
+        self.load = os.getloadavg()[0]
+
+    def add(self, name, config, quality, cost, peer=False):
+        cost = {**cost, "loadavg_1m": os.getloadavg()[0]}
+        self.points.append(stamp(Point(name, config, quality, cost, peer, BENCH), BENCH, self.env))
+        log(f"  {name}: {quality} {cost}")
+
+    def flush(self):
+        write_jsonl(self.args.out, self.points)
+
+    def phase(self, name, fn):
+        log(f"== {name}")
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception:  # a benchmark keeps what it measured so far; the traceback says what broke
+            traceback.print_exc()
+            self.add(f"error-{name}", {"phase": name}, {}, {"failed": 1.0})
+        log(f"   ({time.perf_counter() - t0:.1f} s)")
+        self.flush()
+
+    # -- models
+    def train(self):
+        s, dev = self.s, self.device
+        text = load_tinyshakespeare()
+        self.tok = CharTokenizer.from_text(text)
+        self.train_ids, self.val_ids = lm_splits(self.tok.encode(text))
+        torch.manual_seed(0)
+        self.target = GPT(s["target"]).to(dev)
+        info_t = train_lm(self.target, self.train_ids, seconds=s["t_seconds"], max_steps=s["t_steps"],
+                          batch_size=s["batch"], seq_len=s["seq"], lr=s["lr"], device=dev)
+        torch.manual_seed(1)
+        self.draft = GPT(s["draft"]).to(dev)
+        info_d = train_lm(self.draft, self.train_ids, seconds=s["d_seconds"], max_steps=s["d_steps"],
+                          batch_size=s["batch"], seq_len=s["seq"], lr=2 * s["lr"], device=dev, seed=1)
+        self.info = {"target": info_t, "draft": info_d}
+        self.vl = {"target": val_loss(self.target, self.val_ids, dev, s["seq"]),
+                   "draft": val_loss(self.draft, self.val_ids, dev, s["seq"])}
+        log(f"  trained: {self.info} val {self.vl}")
+        if self.args.save_dir:
+            from safetensors.torch import save_model
+
+            Path(self.args.save_dir).mkdir(parents=True, exist_ok=True)
+            save_model(self.draft, str(Path(self.args.save_dir) / "draft.safetensors"))
+
+    def distill(self):
+        s = self.s
+        self.distilled = copy.deepcopy(self.draft)
+        cfg = distill.DistillSpecConfig(divergence="tvd", on_policy_fraction=0.5, steps=s["distill_steps"],
+                                        batch_size=32, prompt_len=32, gen_len=64 if not self.args.tiny else 16, lr=5e-4)
+        t0 = time.perf_counter()
+        res = distill.distill_draft(self.target, self.distilled, self.train_ids, cfg)
+        self.distill_info = {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
+                             "first_loss": res.losses[0], "last_loss": res.losses[-1], "divergence": cfg.divergence,
+                             "on_policy_fraction": cfg.on_policy_fraction}
+        self.vl["distilled"] = val_loss(self.distilled, self.val_ids, self.device, s["seq"])
+        log(f"  distilled: {self.distill_info} val {self.vl}")
+
+    def cast(self):
+        dt = self.s["dtype"]
+        self.target32 = copy.deepcopy(self.target).float()  # quality is scored in float32
+        for m in (self.target, self.draft, self.distilled):
+            m.to(dt)
+
+    def prompts(self, n, length, offset=0):
+        g = torch.Generator().manual_seed(7 + offset)
+        ix = torch.randint(len(self.val_ids) - length - 1, (n,), generator=g)
+        return (self.val_ids[ix[:, None] + torch.arange(length)]).to(self.device)
+
+    # -- speculative decoding
+    def speculative(self):
+        s, dev = self.s, self.device
+        N, L = s["n_new"], s["prompt_len"]
+        S = L + N + max(s["gammas"]) + 1
+        self.speed = {}
+        base_cfg = {"target": {"n_layer": s["target"].n_layer, "n_embd": s["target"].n_embd},
+                    "n_new": N, "prompt_len": L, "dtype": str(s["dtype"]).replace("torch.", "")}
+        for B in (1, 8):
+            prompts = self.prompts(B, L)
+            dec_cfg = decode.DecodeConfig(max_new_tokens=N)
+            t0 = time.perf_counter()
+            dec = decode.Decoder(self.target, B, S, dec_cfg)
+            capture_s = time.perf_counter() - t0
+            t, ref = timed(lambda: dec.generate(prompts), dev, s["repeats"])
+            self.speed[("target", B)] = B * N / t
+            nll = continuation_nll(self.target32, prompts, ref) if B == 8 else None
+            self.add(f"target-only-b{B}", {**base_cfg, "method": "target-only", "batch": B},
+                     {"agreement": 1.0, **({"target_nll": nll} if nll is not None else {})},
+                     {"tokens_per_s": B * N / t, "ms_per_token": 1e3 * t / N, "capture_s": capture_s})
+            self.ref = getattr(self, "ref", {})
+            self.ref[B] = ref
+            dd = decode.Decoder(self.draft, B, S, dec_cfg)
+            td, _ = timed(lambda: dd.generate(prompts), dev, s["repeats"])
+            self.speed[("draft", B)] = B * N / td
+            self.add(f"draft-only-b{B}", {**base_cfg, "method": "draft-only", "batch": B}, {},
+                     {"tokens_per_s": B * N / td, "ms_per_token": 1e3 * td / N})
+        self.c = self.speed[("target", 1)] / self.speed[("draft", 1)]  # draft step time / target step time
+        best = {}
+        for name, dr in (("plain", self.draft), ("distilled", self.distilled)):
+            for g in s["gammas"]:
+                for B in ((1, 8) if g == s["gammas"][-2] else (1,)):
+                    prompts = self.prompts(B, L)
+                    cfg = speculative.SpeculativeConfig(gamma=g, max_new_tokens=N)
+                    t0 = time.perf_counter()
+                    sd = speculative.SpeculativeDecoder(self.target, dr, B, S, cfg)
+                    capture_s = time.perf_counter() - t0
+                    t, res = timed(lambda: sd.generate(prompts), dev, s["repeats"])
+                    tps = B * N / t
+                    speedup = tps / self.speed[("target", B)]
+                    theo = speculative.theoretical_speedup(res.acceptance_rate, g, self.c)
+                    agree = float((res.tokens == self.ref[B]).float().mean())
+                    self.add(f"speculative-{name}-g{g}-b{B}",
+                             {**base_cfg, "method": "speculative", "draft": name, "gamma": g, "batch": B,
+                              "temperature": 0.0},
+                             {"agreement": agree, "acceptance_rate": res.acceptance_rate,
+                              "tokens_per_round": res.tokens_per_round},
+                             {"tokens_per_s": tps, "speedup_vs_target": speedup, "theoretical_speedup": theo,
+                              "fraction_of_theoretical": speedup / theo, "cost_ratio_c": self.c,
+                              "capture_s": capture_s})
+                    if B == 1:
+                        best[name] = max(best.get(name, (0, 0)), (speedup, g))
+        self.best = best
+        # sampled decoding at the best γ of the distilled draft (exact in distribution, tested on CPU)
+        g = best["distilled"][1]
+        prompts = self.prompts(1, L)
+        for name, dr in (("target-only", None), ("distilled", self.distilled)):
+            if dr is None:
+                dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N, temperature=1.0))
+                t, out = timed(lambda: dec.generate(prompts), dev, s["repeats"])
+                alpha = None
+            else:
+                sd = speculative.SpeculativeDecoder(self.target, dr, 1, S,
+                                                    speculative.SpeculativeConfig(gamma=g, max_new_tokens=N, temperature=1.0))
+                t, res = timed(lambda: sd.generate(prompts), dev, s["repeats"])
+                out, alpha = res.tokens, res.acceptance_rate
+            nll = continuation_nll(self.target32, prompts, out)
+            self.add(f"sampled-{name}-b1", {**base_cfg, "method": name, "gamma": g if dr else None, "temperature": 1.0,
+                                           "batch": 1},
+                     {"target_nll": nll, **({"acceptance_rate": alpha} if alpha is not None else {})},
+                     {"tokens_per_s": N / t})
+        self.add("summary-distillspec", {"distill": self.distill_info, "train": self.info, "val_loss": self.vl},
+                 {"best_speedup_plain": best["plain"][0], "best_speedup_distilled": best["distilled"][0],
+                  "distilled_over_plain": best["distilled"][0] / best["plain"][0]},
+                 {"best_gamma_plain": best["plain"][1], "best_gamma_distilled": best["distilled"][1]})
+
+    def hf(self):
+        s, dev = self.s, self.device
+        try:
+            hf_t, hf_d = to_hf_llama(self.target), to_hf_llama(self.draft)
+        except ImportError:
+            log("  transformers not installed: HF peers skipped")
+            return
+        N, L = s["hf_new"], s["prompt_len"]
+        prompt = self.prompts(1, L)
+        reps = 2 if not self.args.tiny else 1
+        t, out = timed(lambda: hf_generate(hf_t, prompt, N), dev, reps)
+        agree = float((out[0] == self.ref[1][0, :N]).float().mean())
+        self.add("hf-generate-b1", {"method": "hf-generate", "batch": 1, "n_new": N}, {"agreement": agree},
+                 {"tokens_per_s": N / t, "our_speedup_over_hf": self.speed[("target", 1)] / (N / t)}, peer=True)
+        g = self.best["plain"][1]
+        t2, out2 = timed(lambda: hf_generate(hf_t, prompt, N, hf_d, g), dev, reps)
+        agree = float((out2[0] == self.ref[1][0, :N]).float().mean())
+        self.add("hf-assisted-b1", {"method": "hf-assisted", "draft": "plain", "gamma": g, "batch": 1, "n_new": N},
+                 {"agreement": agree}, {"tokens_per_s": N / t2, "speedup_vs_hf_generate": t / t2}, peer=True)
+        del hf_t, hf_d
+
+    def big(self):
+        s, dev = self.s, self.device
+        if s["big"] is None or dev.type != "cuda":
+            return
+        torch.manual_seed(0)
+        with torch.device(dev):
+            m = GPT(s["big"]).to(torch.bfloat16).eval()
+        n_params = sum(p.numel() for p in m.parameters())
+        N, L = 128, 32
+        prompt = torch.randint(0, s["big"].vocab_size, (1, L), device=dev)
+        # measured copy bandwidth (read + write bytes), as METHOD.md asks
+        a = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
+        b = torch.empty_like(a)
+        tc, _ = timed(lambda: b.copy_(a), dev, 10, warmup=3)
+        bw = 2 * a.numel() / tc
+        del a, b
+        bytes_tok = 2 * n_params  # weights read once per token; the KV cache (< 0.1%) is ignored
+        bound = bw / bytes_tok
+        t0 = time.perf_counter()
+        dec = decode.Decoder(m, 1, L + N, decode.DecodeConfig(max_new_tokens=N))
+        capture_s = time.perf_counter() - t0
+        t, ours = timed(lambda: dec.generate(prompt), dev, 3)
+        cfg = {"model": "llama-1.1B-shape (random init)", "params": n_params, "dtype": "bfloat16", "batch": 1,
+               "n_new": N, "bandwidth_GBps": bw / 1e9}
+        self.add("big-target-only-b1", {**cfg, "method": "target-only"}, {},
+                 {"tokens_per_s": N / t, "hbm_bound_tokens_per_s": bound, "fraction_of_hbm_bound": N / t / bound,
+                  "capture_s": capture_s})
+        del dec
+        try:
+            hf = to_hf_llama(m)
+        except ImportError:
+            return
+        del m
+        torch.cuda.empty_cache()
+        n_hf = 32
+        th, out = timed(lambda: hf_generate(hf, prompt, n_hf), dev, 1)
+        agree = float((out[0] == ours[0, :n_hf]).float().mean())
+        self.add("big-hf-generate-b1", {**cfg, "method": "hf-generate", "n_new": n_hf}, {"agreement": agree},
+                 {"tokens_per_s": n_hf / th, "fraction_of_hbm_bound": n_hf / th / bound,
+                  "our_speedup_over_hf": (N / t) / (n_hf / th)}, peer=True)
+        del hf
+        torch.cuda.empty_cache()
+
+    def calm(self):
+        s, dev = self.s, self.device
+        heads = early_exit.ExitHeads(self.target32)  # exit heads train in float32, then cast
+        t0 = time.perf_counter()
+        losses = early_exit.train_exit_heads(self.target32, heads, self.train_ids, steps=s["exit_steps"],
+                                             batch_size=32, seq_len=min(128, s["seq"]))
+        train_s = time.perf_counter() - t0
+        heads.to(s["dtype"])
+        N = s["cal_new"]
+        cal_prompts = self.prompts(s["n_cal"], s["prompt_len"], offset=1)
+        base = early_exit.EarlyExitConfig(max_new_tokens=N, measure="softmax")
+        t0 = time.perf_counter()
+        cal = early_exit.calibrate(self.target, heads, list(cal_prompts), base, epsilon=0.05, delta=0.1,
+                                   thresholds=[0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+        cal_s = time.perf_counter() - t0
+        for lam, risk, p, lay in zip(cal.thresholds, cal.risks, cal.p_values, cal.mean_layers):
+            self.add(f"calm-cal-lambda{lam}", {"method": "calm-calibration", "threshold": lam, "n_cal": len(cal_prompts)},
+                     {"agreement": 1 - risk, "p_value": p},
+                     {"mean_layers": lay, "layer_fraction": lay / s["target"].n_layer})
+        # test prompts (disjoint draw), batch 1: full depth vs the certified threshold
+        test_prompts = self.prompts(s["n_calm"], s["prompt_len"], offset=2)
+        S = s["prompt_len"] + N
+        dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N))
+        lam = cal.threshold
+        # the last (most aggressive) threshold tried too, to show the trade-off past the certified one
+        for tag, lam_i in (("certified", lam), ("aggressive", cal.thresholds[-1])):
+            cfg = replace(base, threshold=lam_i)
+            runner = early_exit._Runner(self.target, heads, 1, S, cfg)
+            tf, tc, agree, lay = [], [], [], []
+            for pr in test_prompts:
+                pr = pr[None]
+                a, full = timed(lambda: dec.generate(pr), dev, 1)
+                lengths = torch.tensor([pr.shape[1]], device=dev)
+                b, res = timed(lambda: early_exit._decode(runner, pr, lengths, cfg), dev, 1)
+                tf.append(a)
+                tc.append(b)
+                agree.append(float((res.tokens == full).float().mean()))
+                lay.append(res.mean_layers)
+            self.add(f"calm-{tag}-b1", {"method": "calm", "threshold": lam_i, "epsilon": 0.05, "delta": 0.1,
+                                        "exit_heads_train_steps": s["exit_steps"], "exit_heads_train_s": train_s,
+                                        "calibration_s": cal_s, "measure": "softmax"},
+                     {"agreement": sum(agree) / len(agree), "exit_head_final_loss": losses[-1]},
+                     {"mean_layers": sum(lay) / len(lay), "layer_fraction": sum(lay) / len(lay) / s["target"].n_layer,
+                      "tokens_per_s": N / statistics.median(tc), "full_depth_tokens_per_s": N / statistics.median(tf),
+                      "speedup_vs_full": statistics.median(tf) / statistics.median(tc)})
+
+    def cascade(self):
+        """Next-character prediction on validation text: draft answers, defers to the target."""
+        s, dev = self.s, self.device
+        n, T = s["cascade_n"], 128
+        g = torch.Generator().manual_seed(11)
+        ix = torch.randint(len(self.val_ids) - T - 1, (n,), generator=g)[:, None] + torch.arange(T)
+        x, y = self.val_ids[ix].to(dev), self.val_ids[ix[:, -1] + 1].to(dev)
+
+        def model_fn(m):
+            def f(inp):
+                with torch.no_grad():
+                    return torch.cat([m(inp[i : i + 256]).logits[:, -1].float() for i in range(0, len(inp), 256)])
+            return f
+
+        small, large = model_fn(self.distilled), model_fn(self.target)
+        half = n // 2
+        acc_large_cal = float((large(x[:half]).argmax(-1) == y[:half]).float().mean())
+        acc_large = float((large(x[half:]).argmax(-1) == y[half:]).float().mean())
+        acc_small = float((small(x[half:]).argmax(-1) == y[half:]).float().mean())
+        for rule in ("max_prob", "margin", "entropy"):
+            c = cas.Cascade(small, large, rule)
+            c.calibrate(x[:half], y[:half], target_accuracy=acc_large_cal)
+            out = c.predict(x[half:])
+            acc = float((out.predictions == y[half:]).float().mean())
+            self.add(f"cascade-{rule}", {"method": "cascade", "rule": rule, "task": "next-char, tinyshakespeare val",
+                                         "threshold": c.threshold, "n_test": n - half},
+                     {"accuracy": acc, "accuracy_large": acc_large, "accuracy_small": acc_small,
+                      "reaches_large": float(acc >= acc_large - 0.005)},
+                     {"deferral_rate": out.deferral_rate})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/decoding.jsonl"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--save-dir", default=None, help="write trained draft weights (safetensors) here")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    b = Bench(args)
+    skip = set(args.skip.split(","))
+    b.phase("train", b.train)
+    b.phase("distill", b.distill)
+    b.phase("cast", b.cast)
+    for name in ("speculative", "hf", "calm", "cascade", "big"):
+        if name not in skip:
+            b.phase(name, getattr(b, name))
+    log(f"wrote {len(b.points)} points to {args.out}")
+    return b.points
+
+
+if __name__ == "__main__":
+    main()

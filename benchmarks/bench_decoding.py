@@ -490,7 +490,7 @@ def main(argv=None):
     b.phase("train", b.train)
     b.phase("distill", b.distill)
     b.phase("cast", b.cast)
-    for name in ("speculative", "hf", "calm", "cascade", "big"):
+    for name in ("speculative", "hf", "big", "calm", "cascade"):
         if name not in skip:
             b.phase(name, getattr(b, name))
     log(f"wrote {len(b.points)} points to {args.out}")

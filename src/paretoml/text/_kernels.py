@@ -169,8 +169,10 @@ def build_trie(tok_cids, tok_off, tok_id, tok_suffix, nchars, literal_suffix):
 @nb.njit(cache=True, nogil=True)
 def _double_array(cnt, kids, e_cid, n_nodes, nchars, fail, pop_start, pop_len, node_tok, pool_id, pool_len):
     """Re-lay the trie as a double array (Aoe 1989): node u's child by char c is the slot
-    t = base[u] + c when check[t] == u. Stored interleaved, da[2t] = base, da[2t+1] = check, so
-    one step reads one cache line; per-node arrays are re-indexed by slot."""
+    t = base[u] + c when check[t] == u. Stored interleaved as da[4t:4t+4] = base, check, token,
+    token length (token = the id when str(t) is a token, else -1), so one step, and the common
+    failure transition out of a token node, read one cache line; per-node arrays are re-indexed
+    by slot."""
     cap = 2 * n_nodes + 2 * nchars + 16
     base = np.zeros(cap, np.int32)
     check = np.full(cap, -1, np.int32)
@@ -217,9 +219,6 @@ def _double_array(cnt, kids, e_cid, n_nodes, nchars, fail, pop_start, pop_len, n
         while check[first_free] != -1:
             first_free += 1
     size = max(top, first_free) + nchars + 2  # base + c stays inside for every c
-    da = np.empty(2 * size, np.int32)
-    da[0::2] = base[:size]
-    da[1::2] = check[:size]
     fail_s = np.full(size, -1, np.int32)
     pop_start_s = np.zeros(size, np.int32)
     pop_len_s = np.zeros(size, np.int32)
@@ -228,6 +227,12 @@ def _double_array(cnt, kids, e_cid, n_nodes, nchars, fail, pop_start, pop_len, n
         t = slot[v]
         fail_s[t] = slot[fail[v]] if fail[v] >= 0 else -1
         pop_start_s[t], pop_len_s[t], tok_s[t] = pop_start[v], pop_len[v], node_tok[v]
+    da = np.empty(4 * size, np.int32)
+    da[0::4], da[1::4], da[2::4] = base[:size], check[:size], tok_s
+    da[3::4] = 0
+    for v in range(n_nodes):
+        if node_tok[v] >= 0:
+            da[4 * slot[v] + 3] = pool_len[pop_start[v]]  # F(v) = [(token, its length)]
     single_id = np.full(nchars + 1, -1, np.int32)
     for c in range(1, nchars + 1):
         t = base[ROOT] + c
@@ -263,8 +268,8 @@ def _sec(blob, i):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _goto(da, u, c):
-    t = da[2 * u] + c
-    return t if da[2 * t + 1] == u else -1
+    t = da[4 * u] + c
+    return t if da[4 * t + 1] == u else -1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -273,7 +278,6 @@ def _match_word(blob, wc, ws, we, wlen, algo, out, n):
     the new n, or -1 when the word cannot be tokenized (the caller writes [UNK])."""
     da = _sec(blob, 4)
     if algo == MAXMATCH:  # classic longest-match-first: walk as far as possible, back off
-        node_tok = _sec(blob, 8)
         s = 0
         while s < wlen:
             u = ROOT if s == 0 else SHARP
@@ -282,8 +286,8 @@ def _match_word(blob, wc, ws, we, wlen, algo, out, n):
                 u = _goto(da, u, wc[j])
                 if u < 0:
                     break
-                if node_tok[u] >= 0:
-                    best, best_end = node_tok[u], j + 1
+                if da[4 * u + 2] >= 0:
+                    best, best_end = da[4 * u + 2], j + 1
             if best < 0:
                 return -1
             out[n, 0], out[n, 1], out[n, 2] = best, ws[s], we[best_end - 1]
@@ -301,6 +305,14 @@ def _match_word(blob, wc, ws, we, wlen, algo, out, n):
                     break
             elif u == SHARP:  # end of word and every character covered
                 return n
+            tok = da[4 * u + 2]
+            if tok >= 0:  # F(u) = [str(u)], f(u) = r#: no need to look further
+                L = da[4 * u + 3]
+                out[n, 0], out[n, 1], out[n, 2] = tok, ws[p], we[p + L - 1]
+                n += 1
+                p += L
+                u = SHARP
+                continue
             f, q0 = node[3 * u], node[3 * u + 1]
             if f < 0:
                 return -1
@@ -424,11 +436,16 @@ def encode_many(blob, cps, starts, params):
 
 
 @nb.njit(cache=True, nogil=True)
-def tokenize_word(blob, wc, params):
-    """WordPiece of one already-normalised word (char ids) → rows (id, start, end); a word that
+def tokenize_word(blob, alphabet, cps, params):
+    """WordPiece of one already-normalised word (code points) → rows (id, start, end); a word that
     cannot be tokenized or is longer than max_chars is one [UNK]."""
     unk, max_chars, algo = params[0], params[1], params[4]
-    n_chars = wc.shape[0]
+    n_chars = cps.shape[0]
+    wc = np.zeros(n_chars, np.int32)  # char ids: rank in the alphabet + 1, 0 if absent
+    pos = np.searchsorted(alphabet, cps)
+    for j in range(n_chars):
+        if pos[j] < alphabet.shape[0] and alphabet[pos[j]] == cps[j]:
+            wc[j] = pos[j] + 1
     out = np.empty((n_chars + 1, 3), np.int32)
     if n_chars == 0:
         return out[:0]

@@ -290,16 +290,13 @@ class WordPieceTokenizer:
             cps = np.frombuffer(word.encode("utf-32-le"), np.int32)
         except UnicodeEncodeError as e:
             raise ValueError(_surrogate_message("WordPieceTokenizer.tokenize_word: word", word, e.start)) from None
-        a = self._alphabet
-        pos = np.minimum(np.searchsorted(a, cps), a.shape[0] - 1)
-        cids = np.where(a[pos] == cps, pos + 1, 0).astype(np.int32)
         blob = self._blob
         if word.startswith("#"):  # may match "##..." tokens spelled out: needs the literal paths
             if self._word_blob is None:
                 self._word_blob = _build_blob(self.vocab, self.config.lowercase, self.config.strips_accents,
                                               literal_suffix=True)[0]
             blob = self._word_blob
-        return Encoding(self._k.tokenize_word(blob, cids, self._params), self.vocab)
+        return Encoding(self._k.tokenize_word(blob, self._alphabet, cps, self._params), self.vocab)
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
         """Text from ids, like HF's WordPiece decoder: "##" pieces glue on, other tokens are joined
@@ -363,7 +360,7 @@ def _build_blob(vocab: tuple[str, ...], lowercase: bool, strip_accents: bool,
     toks = [(i, t) for i, t in enumerate(vocab) if t]
     joined = "".join(t for _, t in toks)
     cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.int32)
-    alphabet = np.unique(cps)
+    alphabet = np.unique(cps).astype(np.int32)
     cid_of = np.zeros(_norm.N_CODE_POINTS, np.int32)
     cid_of[alphabet] = np.arange(1, alphabet.shape[0] + 1, dtype=np.int32)
     tok_off = np.zeros(len(toks) + 1, np.int64)

@@ -397,35 +397,37 @@ def scan_float_lut(probes, base, lut, part_offsets, part_slots, part_codes, slot
 
 @njit(cache=True, inline="always")
 def _row_f32(data, kind, slot, out, tmp):
-    """Row `slot` of the re-rank copy as float32 into `out` (kind 0 f32, 1 bf16 bits, 2 f16 bits)."""
+    """Row `slot` of the re-rank copy as float32 into `out`.
+
+    `data` is always uint16 (one compiled specialisation): kind 0 = float32 rows seen as
+    (n, 2d) uint16 (little-endian halves), 1 = bfloat16 bits, 2 = IEEE half bits.
+    """
     d = out.shape[0]
     if kind == 0:
         for t in range(d):
-            out[t] = data[slot, t]
+            tmp[t] = np.uint32(data[slot, 2 * t]) | (np.uint32(data[slot, 2 * t + 1]) << np.uint32(16))
     elif kind == 1:  # bfloat16: the high half of a float32
         for t in range(d):
             tmp[t] = np.uint32(data[slot, t]) << np.uint32(16)
-        fv = tmp.view(np.float32)
-        for t in range(d):
-            out[t] = fv[t]
-    else:  # IEEE half
+    else:  # IEEE half -> float32 bits (subnormals are patched below)
         for t in range(d):
             h = np.uint32(data[slot, t])
             sign = (h >> np.uint32(15)) << np.uint32(31)
             ex = (h >> np.uint32(10)) & np.uint32(31)
             man = h & np.uint32(1023)
             if ex == 0:
-                tmp[t] = sign  # zero; subnormals are patched below
+                tmp[t] = sign
             elif ex == 31:
                 tmp[t] = sign | np.uint32(0x7F800000) | (man << np.uint32(13))
             else:
                 tmp[t] = sign | ((ex + np.uint32(112)) << np.uint32(23)) | (man << np.uint32(13))
-        fv = tmp.view(np.float32)
+    fv = tmp.view(np.float32)
+    for t in range(d):
+        out[t] = fv[t]
+    if kind == 2:
         for t in range(d):
-            out[t] = fv[t]
             h = np.uint32(data[slot, t])
-            ex = (h >> np.uint32(10)) & np.uint32(31)
-            if ex == 0 and (h & np.uint32(1023)) != 0:
+            if (h >> np.uint32(10)) & np.uint32(31) == 0 and (h & np.uint32(1023)) != 0:
                 v = np.float32(h & np.uint32(1023)) * np.float32(5.960464477539063e-08)
                 out[t] = -v if (h >> np.uint32(15)) else v
 
@@ -472,30 +474,38 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
     nq, d = queries.shape
     for q in prange(nq):
         n = sizes[q]
-        order = np.argsort(cand_i[q, :n])
         row = np.empty(d, np.float32)
         tmp = np.empty(d, np.uint32)
         hs = np.empty(k, np.float32)
         hi = np.empty(k, np.int64)
         hsize = 0
-        prev = -1
-        for jj in range(n):
-            j = order[jj]
-            slot = cand_i[q, j]
-            if exact:
+        if exact:
+            # sort by slot so that the two entries of a spilled vector are adjacent
+            order = np.argsort(cand_i[q, :n])
+            prev = -1
+            for jj in range(n):
+                slot = cand_i[q, order[jj]]
                 if slot == prev:
                     continue
+                prev = slot
                 _row_f32(data, kind, slot, row, tmp)
                 s = np.float32(0.0)
                 for t in range(d):
                     s += queries[q, t] * row[t]
-                s += slot_bias[slot]
-            else:
-                s = cand_s[q, j]
-                if slot == prev:  # keep the better of a spilled pair
-                    continue
-            prev = slot
-            hsize = _heap_push(hs, hi, hsize, s, slot)
+                hsize = _heap_push(hs, hi, hsize, s + slot_bias[slot], slot)
+        else:
+            # best approximate score first; a slot already kept is a spilled duplicate
+            order = np.argsort(-cand_s[q, :n])
+            for jj in range(n):
+                j = order[jj]
+                slot = cand_i[q, j]
+                dup = False
+                for r in range(hsize):
+                    if hi[r] == slot:
+                        dup = True
+                        break
+                if not dup:
+                    hsize = _heap_push(hs, hi, hsize, cand_s[q, j], slot)
         srt = np.argsort(-hs[:hsize])
         for r in range(hsize):
             out_s[q, r] = hs[srt[r]]

@@ -123,7 +123,8 @@ class IndexConfig:
 
         Parts (comma separated, case-insensitive): ``IVF<n>`` partitions; ``SOAR<lambda>`` SOAR
         spill; ``SPILL`` naive second-nearest spill; ``AH4`` / ``PQ8`` / ``FLAT`` quantizer;
-        ``T<thr>`` anisotropic threshold; ``RR<n>`` reorder_k; ``L<n>`` leaves_to_search;
+        ``T<thr>`` anisotropic threshold; ``RR<n>`` reorder_k; ``L<n>`` or ``LEAVES<n>``
+        leaves_to_search (``L2`` is the metric: write ``LEAVES2`` for two leaves);
         ``IP`` / ``COSINE`` / ``L2`` metric; ``F32`` / ``BF16`` / ``F16`` re-rank copy;
         ``PREFIX<m>`` / ``PCA<m>`` prefix dimensions (PCA-rotated for ``PCA``).
         Without ``SOAR`` or ``SPILL`` there is no spill.
@@ -139,8 +140,8 @@ class IndexConfig:
             (r"(AH4|PQ8|FLAT)", lambda m: {"quantizer": {"FLAT": "none"}.get(m[1], m[1].lower())}),
             (r"T(\d*\.?\d+|NAN)", lambda m: {"anisotropic_threshold": float(m[1].lower())}),
             (r"RR(\d+)", lambda m: {"reorder_k": int(m[1])}),
-            (r"L(\d+)", lambda m: {"leaves_to_search": int(m[1])}),
             (r"(IP|COSINE|L2)", lambda m: {"metric": m[1].lower()}),
+            (r"(?:L|LEAVES)(\d+)", lambda m: {"leaves_to_search": int(m[1])}),
             (r"(F32|BF16|F16)", lambda m: {"rerank_dtype": m[1].lower()}),
             (r"(PREFIX|PCA)(\d+)", lambda m: {"prefix_dims": int(m[2]), "pca_rotate": m[1] == "PCA"}),
         ]
@@ -214,6 +215,7 @@ class Index:
         self.d = int(d)
         self.config = config
         self.last_points_scored = np.zeros(0, np.int64)
+        self.search_defaults: dict | None = None  # set by autotune, saved with the index
         self._centres: np.ndarray | None = None  # (P, m) float32
         self._rotation: np.ndarray | None = None  # (d, d) float32 when pca_rotate
         self._pq: ProductQuantizer | None = None
@@ -299,6 +301,7 @@ class Index:
                 sub = xs[rng.choice(len(xs), min(len(xs), 50_000), replace=False)]
                 pq.train(sub - self._centres[assign(sub, self._centres)])
                 self._pq = pq
+        self._offsets = np.zeros(len(self._centres) + 1, np.int64)
 
     def add(self, x, ids=None) -> None:
         """Add vectors `x` (n, d) with int64 `ids` (default: ntotal, ntotal+1, ...)."""
@@ -396,6 +399,27 @@ class Index:
             (D, I): (nq, k) float32 scores (<q, x> for ip/cosine, descending; squared distance
             for l2, ascending) and (nq, k) int64 ids.
         """
+        q, k, leaves, reorder = self._check_search(q, k, leaves_to_search, reorder_k)
+        cand_s, cand_i, sizes = self._scan(q, k, leaves, reorder)
+        nq = len(q)
+        cfg = self.config
+        exact = reorder > 0 or cfg.quantizer == "none"
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        out_i = np.full((nq, k), -1, np.int64)
+        _kernels.rerank(q, cand_i, sizes, self._kernel_data(), _RERANK.index(cfg.rerank_dtype), self._norm_bias,
+                        k, exact, cand_s, out_s, out_i)
+        found = out_i >= 0
+        ids = np.where(found, self._ids[np.maximum(out_i, 0)], -1)
+        return self._to_distances(q, out_s, found), ids
+
+    def _to_distances(self, q: np.ndarray, scores: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """Internal "larger is better" scores -> returned distances (l2: squared distance)."""
+        if self.config.metric != "l2":
+            return scores
+        dist = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * scores
+        return np.where(found, np.maximum(dist, 0.0), np.inf).astype(np.float32)
+
+    def _check_search(self, q, k, leaves_to_search, reorder_k):
         if not self.is_trained:
             raise NotFittedError("Index.search: the index is not trained; call train() and add() first")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -408,10 +432,15 @@ class Index:
         if isinstance(reorder, bool) or not isinstance(reorder, (int, np.integer)) or reorder < 0:
             raise ValueError(f"Index.search: reorder_k must be an int >= 0, got {reorder!r}")
         q = self._prep(_as_matrix(q, self.d, "Index.search", "queries"))
+        return q, int(k), min(int(leaves), len(self._centres)), int(reorder)
+
+    def _scan(self, q: np.ndarray, k: int, leaves: int, reorder: int):
+        """Approximate phase: per query a min-heap of the best max(reorder, k) (score, slot)
+        entries over the probed partitions (a spilled vector may appear twice)."""
+        cfg = self.config
         nq = len(q)
-        leaves = min(int(leaves), len(self._centres))
-        exact = reorder > 0 or cfg.quantizer == "none"
-        cap = max(int(reorder), k)
+        # without re-ranking, room for both copies of spilled vectors among the k kept
+        cap = max(reorder, k * (1 + cfg.spill))
         threads = numba.get_num_threads()
         with _blas_threads():
             qs = self._project(q)
@@ -424,7 +453,6 @@ class Index:
         cand_i = np.full((nq, cap), -1, np.int32)
         sizes = np.zeros(nq, np.int64)
         scored = np.zeros(nq, np.int64)
-        kind = _RERANK.index(cfg.rerank_dtype)
         if cfg.quantizer == "ah4":
             lut8, scale, bias = self._pq.luts_u8(qs)
             _kernels.scan_lut16(probes, base + bias[:, None], lut8, scale, self._offsets, self._entry_slot,
@@ -434,26 +462,18 @@ class Index:
                                     self._entry_codes, self._norm_bias, 4 * threads, cand_s, cand_i,
                                     sizes, scored)
         else:
-            # exact scores on the re-rank copy over the scored (prefix) dims only when no prefix
-            if cfg.prefix_dims:
-                exact_q = qs
-                data = self._prefix_data()
-                kind = 0
+            if cfg.prefix_dims:  # exact scores on the projected prefix only
+                exact_q, data, kind = qs, self._prefix_data().view(np.uint16), 0
             else:
-                exact_q, data = q, self._data
+                exact_q, data, kind = q, self._kernel_data(), _RERANK.index(cfg.rerank_dtype)
             _kernels.scan_exact(probes, exact_q, data, kind, self._offsets, self._entry_slot,
                                 self._norm_bias, 4 * threads, cand_s, cand_i, sizes, scored)
-            kind = _RERANK.index(cfg.rerank_dtype)
-        out_s = np.full((nq, k), -np.inf, np.float32)
-        out_i = np.full((nq, k), -1, np.int64)
-        _kernels.rerank(q, cand_i, sizes, self._data, kind, self._norm_bias, k, exact, cand_s, out_s, out_i)
         self.last_points_scored = scored
-        found = out_i >= 0
-        ids = np.where(found, self._ids[np.maximum(out_i, 0)], -1)
-        if cfg.metric == "l2":
-            dist = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * out_s
-            out_s = np.where(found, np.maximum(dist, 0.0), np.inf).astype(np.float32)
-        return out_s, ids
+        return cand_s, cand_i, sizes
+
+    def _kernel_data(self) -> np.ndarray:
+        """The re-rank copy as the uint16 array the kernels take (f32 rows as (n, 2d) halves)."""
+        return self._data.view(np.uint16) if self._data.dtype == np.float32 else self._data
 
     def _prefix_data(self) -> np.ndarray:
         """Projected f32 copy for exact prefix scoring with quantizer="none" (computed lazily)."""
@@ -545,6 +565,25 @@ class Index:
                                                reorder_k=int(sd["reorder_k"]))
         return index
 
+    def _trained_state(self) -> dict:
+        """What training learned (centres, rotation, codebooks), for installing elsewhere."""
+        state = {"centres": self._centres}
+        if self._rotation is not None:
+            state["rotation"] = self._rotation
+        if self._pq is not None:
+            state["codebooks"] = self._pq.codebooks
+        return state
+
+    def _restore_trained(self, state: dict) -> None:
+        self._centres = state["centres"]
+        self._rotation = state.get("rotation")
+        if "codebooks" in state:
+            cfg = self.config
+            self._pq = ProductQuantizer(self.scored_dims, cfg.quantizer,
+                                        0.0 if cfg.metric == "l2" else cfg.anisotropic_threshold, cfg.seed)
+            self._pq.codebooks = state["codebooks"]
+        self._offsets = np.zeros(len(self._centres) + 1, np.int64)
+
     def _restore(self, a: dict) -> None:
         """Install loaded arrays after checking every shape, dtype and index range the kernels rely on."""
         cfg, m = self.config, self.scored_dims
@@ -570,7 +609,8 @@ class Index:
             need(a["rotation"].shape == (self.d, self.d) and a["rotation"].dtype == np.float32, "rotation")
             self._rotation = a["rotation"]
         if cfg.quantizer != "none":
-            pq = ProductQuantizer(m, cfg.quantizer, cfg.anisotropic_threshold, cfg.seed)
+            pq = ProductQuantizer(m, cfg.quantizer, 0.0 if cfg.metric == "l2" else cfg.anisotropic_threshold,
+                                  cfg.seed)
             cb = a["codebooks"]
             need(cb.dtype == np.float32 and cb.shape == (pq.num_blocks, pq.num_centres, pq.dpb), "codebooks")
             width = -(-pq.num_blocks // 2) if cfg.quantizer == "ah4" else pq.num_blocks

@@ -1,0 +1,107 @@
+"""`autotune`: pick the search settings with the highest QPS that reach a recall target.
+
+Given sample queries, exact ground truth is computed by brute force over the index's own
+re-rank copy; a grid of (leaves_to_search, reorder_k) is measured (recall@k and best-of-N
+QPS), and the fastest setting whose recall reaches ``target_recall + margin`` wins (the margin
+guards unseen queries against the sample's noise). The choice is stored on the index
+(``index.search_defaults``, saved by `Index.save`) and returned.
+
+    res = autotune(index, tune_queries, target_recall=0.9, k=10)
+    D, I = index.search(q, 10)  # now uses res.leaves_to_search / res.reorder_k
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from paretoml.errors import NotFittedError
+from paretoml.retrieval.index import Index, _as_matrix
+
+__all__ = ["TuneResult", "autotune", "exact_search", "recall_at_k"]
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The chosen settings, their measured recall and QPS on the sample, and the full grid."""
+
+    leaves_to_search: int
+    reorder_k: int
+    recall: float
+    qps: float
+    reached_target: bool
+    grid: tuple = ()
+
+
+def exact_search(index: Index, q: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k ids by brute force over the index's stored vectors: (nq, k) int64."""
+    q = index._prep(_as_matrix(q, index.d, "exact_search", "queries"))
+    data = index.reconstruct_all()
+    out = np.empty((len(q), min(k, len(data))), np.int64)
+    for s in range(0, len(q), 256):
+        scores = q[s:s + 256] @ data.T + index._norm_bias[None, :]
+        top = np.argpartition(-scores, out.shape[1] - 1, axis=1)[:, : out.shape[1]]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        out[s:s + 256] = index._ids[np.take_along_axis(top, order, axis=1)]
+    return out
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean |found[:, :k] ∩ truth[:, :k]| / k."""
+    hits = [len(np.intersect1d(f[:k], t[:k])) for f, t in zip(found, truth)]
+    return float(np.mean(hits) / k)
+
+
+def _grid(index: Index, k: int) -> tuple[list[int], list[int]]:
+    p = len(index._centres)
+    leaves = sorted({max(1, int(round(p * f))) for f in (0.005, 0.01, 0.015, 0.02, 0.03, 0.045,
+                                                         0.065, 0.1, 0.15, 0.25)})
+    reorder = sorted({max(k, r) for r in (2 * k, 4 * k, 8 * k, 16 * k)})
+    return leaves, reorder
+
+
+def autotune(index: Index, queries, target_recall: float = 0.9, k: int = 10, *,
+             repeats: int = 3, margin: float = 0.005) -> TuneResult:
+    """Fastest (leaves_to_search, reorder_k) whose recall@k on `queries` reaches the target.
+
+    Args:
+        index: a trained, filled `Index`.
+        queries: (n, d) sample queries (hold other queries out to check the result).
+        target_recall: in (0, 1].
+        k: neighbours per query.
+        repeats: timing repetitions per setting (best-of).
+        margin: extra recall asked of the sample so that unseen queries stay above the target.
+    Returns:
+        `TuneResult`; if no setting reaches the target, the highest-recall one (reached_target=False).
+    """
+    if not index.is_trained or index.ntotal == 0:
+        raise NotFittedError("autotune: the index is empty; train it and add vectors first")
+    if not (0.0 < target_recall <= 1.0):
+        raise ValueError(f"autotune: target_recall must be in (0, 1], got {target_recall!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not (1 <= k <= index.ntotal):
+        raise ValueError(f"autotune: k must be an int in [1, ntotal={index.ntotal}], got {k!r}")
+    q = _as_matrix(queries, index.d, "autotune", "queries")
+    truth = exact_search(index, q, k)
+    leaves_grid, reorder_grid = _grid(index, k)
+    rows = []
+    for leaves in leaves_grid:
+        for reorder in reorder_grid:
+            index.search(q[:8], k, leaves_to_search=leaves, reorder_k=reorder)  # warm-up
+            best = np.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                _, ids = index.search(q, k, leaves_to_search=leaves, reorder_k=reorder)
+                best = min(best, time.perf_counter() - t0)
+            rows.append((leaves, reorder, recall_at_k(ids, truth, k), len(q) / best))
+        # more leaves only get slower once the largest reorder already meets the target
+        if max(r[2] for r in rows if r[0] == leaves) >= target_recall + margin + 0.02:
+            break
+    ok = [r for r in rows if r[2] >= target_recall + margin]
+    pick = max(ok, key=lambda r: r[3]) if ok else max(rows, key=lambda r: (r[2], r[3]))
+    index.search_defaults = {"leaves_to_search": pick[0], "reorder_k": pick[1], "k": k,
+                             "target_recall": target_recall, "recall": pick[2], "qps": pick[3]}
+    index.config = dataclasses.replace(index.config, leaves_to_search=pick[0], reorder_k=pick[1])
+    return TuneResult(pick[0], pick[1], pick[2], pick[3], bool(ok), tuple(rows))

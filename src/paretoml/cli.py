@@ -19,6 +19,7 @@ import paretoml
 # name of the module holding a subcommand's add_parser(); modules must import cheaply.
 _SUBCOMMAND_MODULES = [
     "paretoml.cli_frontier",
+    "paretoml.retrieval._cli",
     "paretoml.filetype.cli",
     "paretoml.cli_text",
 ]

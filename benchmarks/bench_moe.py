@@ -149,6 +149,11 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
                     continue
                 if name not in results or lat.median_ms < results[name].median_ms:
                     results[name] = lat
+        if os.environ.get("MOE_BENCH_PROFILE") and device.startswith("cuda"):
+            try:
+                _profile(variants, x, device, Path(os.environ["MOE_BENCH_PROFILE"]), f"d={d} E={E}")
+            except Exception as e:  # diagnostics only
+                print(f"profile failed: {e}", file=sys.stderr)
         dense_ms = results["dense_active"].median_ms
         active_flops = 6 * T * k * 2 * d * h  # fwd+bwd matmul FLOPs of the active experts
         for name, (_, _, peer) in variants.items():
@@ -171,6 +176,23 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     return out
+
+
+def _profile(variants, x, device, path, label):
+    """Print where a fwd+bwd step of the plain and our grouped dispatch spends GPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gout = torch.randn_like(x)
+    for name in ("plain_sort_grouped_mm", "paretoml_grouped"):
+        fn = variants[name][0]
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                fn().backward(gout)
+            torch.cuda.synchronize()
+        with open(path, "a") as f:
+            f.write(f"--- {label} {name}\n")
+            f.write(prof.key_averages().table(sort_by="device_time_total", row_limit=16,
+                                              max_name_column_width=70) + "\n")
 
 
 # --- part 2: quality per compute (char LM) -------------------------------------------------

@@ -609,3 +609,30 @@ def extract_task_submodel(model: nn.Module, task_id: int) -> nn.Module:
         parent = sub.get_submodule(parent_name) if parent_name else sub
         setattr(parent, attr, TaskExperts(m, task_id))
     return sub
+
+
+# --- `paretoml demo` variant --------------------------------------------------------------------
+
+
+class _MoEClassifier(nn.Module):
+    """Digits classifier whose hidden layer is a residual top-1 MoE (4 experts): (B, 64) → (B, 10)."""
+
+    def __init__(self, in_features: int = 64, width: int = 32, num_experts: int = 4, num_classes: int = 10):
+        super().__init__()
+        self.inp = nn.Linear(in_features, width)
+        self.moe = MoE(width, width, num_experts, TopKRouter(k=1, capacity_factor=None))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        h = F.relu(self.inp(x))
+        return self.head(h + self.moe(h).out)
+
+
+def build_demo_variants(ctx) -> list:
+    """`paretoml demo` builder: an MLP whose hidden layer is a 4-expert top-1 MoE."""
+    from paretoml.demo import _torch_variant, _train
+
+    torch.manual_seed(ctx.cfg.seed)
+    model = _train(_MoEClassifier(), ctx, seed=ctx.cfg.seed)
+    cfg = {"technique": "mixture of experts (top-1, dropless)", "hidden": 32, "experts": 4, "k": 1}
+    return [_torch_variant("moe-mlp-h32-e4-top1", model, cfg)]

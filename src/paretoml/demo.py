@@ -26,6 +26,7 @@ from torch import nn
 from paretoml.frontier import Point, latency, param_count, serialized_bytes
 from paretoml.models import MLP
 from paretoml.arch import moe as _moe
+from paretoml.infer import quantize as _quantize
 
 __all__ = ["DemoConfig", "Variant", "DemoContext", "BUILDERS", "run_demo"]
 
@@ -219,6 +220,7 @@ BUILDERS: list[Callable[[DemoContext], list[Variant]]] = [
     build_int8_dynamic,
     build_distilled_student,
     build_sklearn_peer,
+    _quantize.build_demo_variants,
     _moe.build_demo_variants,
 ]
 

@@ -244,8 +244,8 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
     text = load_tinyshakespeare()
     tok = CharTokenizer.from_text(text)
     train, val = lm_splits(tok.encode(text))
-    d, E, layers, T, bs = (32, 4, 2, 32, 8) if tiny else (128, 8, 4, 64, 32)
-    steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 1000)), 100, 3e-3)
+    d, E, layers, T, bs = (32, 4, 2, 32, 8) if tiny else (64, 8, 4, 64, 16)
+    steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 600)), 50, 3e-3)
     cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=layers, n_head=4, n_embd=d, block_size=T)
     curves, points = {}, []
     for name, factory in _lm_variants(d, E).items():
@@ -265,15 +265,16 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
             t_train += time.perf_counter() - t0
             if step % every == 0 or step == steps:
                 vgen.manual_seed(2)  # the same validation windows at every eval
-                curve.append((step, _eval_lm(model, val, 4 if tiny else 16, bs, T, vgen)))
+                curve.append((step, _eval_lm(model, val, 4 if tiny else 8, bs, T, vgen)))
                 wall.append(t_train)
+                print(f"  {name} step {step} val {curve[-1][1]:.4f} ({t_train:.0f}s)", file=sys.stderr, flush=True)
         extra = {}
         if name == "expert_choice":  # eval with the non-causal batch routing too
             for m in model.modules():
                 if isinstance(m, MoE):
                     m.router = ExpertChoiceRouter(2.0, eval_mode="batch")
             vgen.manual_seed(2)
-            extra["val_loss_batch_routing"] = _eval_lm(model, val, 4 if tiny else 16, bs, T, vgen)
+            extra["val_loss_batch_routing"] = _eval_lm(model, val, 4 if tiny else 8, bs, T, vgen)
         curves[name] = curve
         active = sum(p.numel() for p in model.parameters())
         points.append(Point(
@@ -473,6 +474,71 @@ def _no_grad(model, x):
         return model(x)
 
 
+# --- plots ----------------------------------------------------------------------------------
+
+
+def plot_all(results: Path, docs: Path) -> list[Path]:
+    """docs/moe_throughput.png, moe_quality.png, moe_bpr.png from the committed JSONL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from paretoml.frontier import read_jsonl
+
+    made = []
+    f = results / "moe_throughput.jsonl"
+    if f.exists():
+        pts = read_jsonl(f)
+        shapes = sorted({(p.config["d_model"], p.config["experts"]) for p in pts})
+        names = ["naive_loop", "plain_sort_grouped_mm", "paretoml_grouped", "paretoml_padded", "paretoml_auto_nocheck"]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        w = 0.8 / len(names)
+        for j, n in enumerate(names):
+            vals = [next((p.cost["ratio_vs_dense_active"] for p in pts if p.name == n and
+                          (p.config["d_model"], p.config["experts"]) == sh), 0.0) for sh in shapes]
+            ax.bar([i + j * w for i in range(len(shapes))], vals, w, label=n)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.85, color="g", ls="--", lw=0.8, label="goal E=8 (0.85)")
+        ax.axhline(0.65, color="r", ls="--", lw=0.8, label="goal E=64 (0.65)")
+        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(shapes))], [f"d={d} E={e}" for d, e in shapes])
+        ax.set_ylabel("tokens/s ÷ dense FFN of equal active params")
+        ax.set_title("MoE layer fwd+bwd, bf16, 16k tokens, k=2 (H100)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(docs / "moe_throughput.png", dpi=120)
+        made.append(docs / "moe_throughput.png")
+    f = results / "moe_quality.jsonl"
+    if f.exists():
+        pts = read_jsonl(f)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for p in pts:
+            c = p.config["curve"]
+            axes[0].plot([e["step"] for e in c], [e["val_loss"] for e in c], label=p.name)
+            axes[1].plot([e["train_s"] for e in c], [e["val_loss"] for e in c], label=p.name)
+        axes[0].set_xlabel("step"), axes[1].set_xlabel("training seconds (CPU)")
+        axes[0].set_ylabel("validation loss (nats/char)")
+        axes[0].legend()
+        fig.suptitle("char LM on tinyshakespeare at equal active FLOPs")
+        fig.tight_layout()
+        fig.savefig(docs / "moe_quality.png", dpi=120)
+        made.append(docs / "moe_quality.png")
+    f = results / "moe_bpr.jsonl"
+    if f.exists():
+        pts = read_jsonl(f)
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for rule in ("vanilla", "bpr"):
+            ps = sorted((p for p in pts if p.config["rule"] == rule), key=lambda p: p.config["capacity_ratio"])
+            ax.plot([p.config["capacity_ratio"] for p in ps], [p.quality["accuracy"] for p in ps], "o-", label=rule)
+        ax.set_xlabel("capacity ratio C (eval)"), ax.set_ylabel("test accuracy")
+        ax.set_title("ViT-MoE on digits, trained at C=1.25")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(docs / "moe_bpr.png", dpi=120)
+        made.append(docs / "moe_bpr.png")
+    return made
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -483,7 +549,12 @@ def main(argv=None) -> int:
                     help="JSONL for all points (default: benchmarks/results/moe_<part>.jsonl per part)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--plot", action="store_true", help="only draw docs/moe_*.png from benchmarks/results")
     args = ap.parse_args(argv)
+    if args.plot:
+        for path in plot_all(ROOT / "benchmarks" / "results", ROOT / "docs"):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     env = environment(args.device)

@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+# The tests check parity with the peers (HF tokenizers ids, faiss/scann recall, magika labels),
+# so the test environment has them too.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,peers]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -134,6 +134,9 @@ class StaticLM:
     def context(self, T: int, start: torch.Tensor) -> _StepContext:
         positions = start[:, None] + torch.arange(T, device=start.device)  # (B, T)
         mask = (self.key_pos[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, T, S)
+        g = self.cfg.n_head // self.cfg.kv_heads
+        if g > 1:  # grouped-query attention: the g query heads of a kv head become g·T query rows
+            mask = mask.repeat(1, 1, g, 1)  # (B, 1, g·T, S), row j·T + t ↔ query t
         rope = None
         if self.cfg.pos == "rope":
             rope = (self.model.rope_cos[positions][:, :, None], self.model.rope_sin[positions][:, :, None])
@@ -166,9 +169,13 @@ class StaticLM:
         """Transformer block i on x (B, T, C), attending over the buffer."""
         blk, cfg = self.model.blocks[i], self.cfg
         B, T, C = x.shape
-        q = self._qkv(i, _norm(blk.ln_1, x), ctx)
-        y = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=ctx.mask,
-                                           enable_gqa=cfg.kv_heads != cfg.n_head)
+        q = self._qkv(i, _norm(blk.ln_1, x), ctx)  # (B, nh, T, hs)
+        nkv = cfg.kv_heads
+        # one memory-efficient SDPA call even for GQA (enable_gqa + a mask falls back to the math path):
+        # head h uses kv head h // g, so fold the g query heads of each kv head into the query axis
+        qf = q.reshape(B, nkv, (cfg.n_head // nkv) * T, cfg.head_dim)
+        y = F.scaled_dot_product_attention(qf, self.k[i], self.v[i], attn_mask=ctx.mask)
+        y = y.reshape(B, cfg.n_head, T, cfg.head_dim)
         x = x + blk.attn.proj(y.transpose(1, 2).reshape(B, T, C))
         out = blk.ffn(_norm(blk.ln_2, x))
         if hasattr(out, "aux_loss"):  # an MoE FFN returns an object with .out

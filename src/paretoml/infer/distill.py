@@ -140,7 +140,7 @@ def distill_draft(target: GPT, draft: GPT, data: torch.Tensor, config: DistillSp
         loss.backward()
         torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     draft.eval()
     return DistillSpecResult(losses)
 

@@ -127,7 +127,7 @@ def train_exit_heads(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -146,28 +146,30 @@ def _hidden_states(model: GPT, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 class _Runner:
-    """Static buffers and the graphed pieces of one early-exit decode step."""
+    """Static buffers and the graphed pieces of one early-exit decode step: one graph per
+    segment of layers between tested layers (one host sync per test), one per exit point."""
 
     def __init__(self, model: GPT, heads: ExitHeads, B: int, S: int, cfg: EarlyExitConfig):
         dev = next(model.parameters()).device
         self.model, self.heads, self.cfg = model, heads, cfg
         L = model.cfg.n_layer
+        self.candidates = [i for i in range(L - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0]
+        ends = self.candidates + [L - 1]
+        self.segments = list(zip([0] + [e + 1 for e in ends[:-1]], ends))  # inclusive (first, last) layers
         self.lm = StaticLM(model, B, S)
         self.seq = torch.zeros(B, S + 1, dtype=torch.long, device=dev)
         self.n = torch.full((B,), 2, dtype=torch.long, device=dev)
         self.x = torch.zeros(B, 1, model.cfg.n_embd, device=dev, dtype=self.lm.k.dtype)
-        self.prev = torch.zeros_like(self.x)
         self.conf = torch.zeros((), device=dev)
-        ctx = self.lm.context(1, self.n - 1)
-        self.ctx = ctx  # static tensors, refreshed by the embed graph
+        self.ctx = self.lm.context(1, self.n - 1)  # static tensors, refreshed by the embed graph
         graphs = use_graphs(dev, cfg.cuda_graphs)
         pool = torch.cuda.graph_pool_handle() if graphs else None
         self.embed = Graphed(self._embed, graphs, pool)
-        self.layer = [Graphed(lambda i=i: self._layer(i), graphs, pool) for i in range(L)]
-        self.exit = []
-        for i in range(L):  # capture runs _exit (n += 1) a few times: keep positions in range
+        self.segment = [Graphed(lambda a=a, b=b: self._segment(a, b), graphs, pool) for a, b in self.segments]
+        self.exit = {}
+        for i in ends:  # capture runs _exit (n += 1) a few times: keep positions in range
             self.n.fill_(2)
-            self.exit.append(Graphed(lambda i=i: self._exit(i), graphs, pool))
+            self.exit[i] = Graphed(lambda i=i: self._exit(i), graphs, pool)
 
     def _embed(self):
         c = self.lm.context(1, self.n - 1)
@@ -178,13 +180,17 @@ class _Runner:
             self.ctx.rope[1].copy_(c.rope[1])
         self.x.copy_(self.lm.embed(self.seq.gather(1, (self.n - 1)[:, None]), self.ctx))
 
-    def _layer(self, i: int):
-        self.prev.copy_(self.x)
-        self.x.copy_(self.lm.block(i, self.x, self.ctx))
+    def _segment(self, a: int, b: int):
+        x = self.x
+        for i in range(a, b + 1):
+            prev, x = x, self.lm.block(i, x, self.ctx)
+        self.x.copy_(x)
+        if b == self.model.cfg.n_layer - 1:
+            return
         if self.cfg.measure == "saturation":
-            c = F.cosine_similarity(self.x.float(), self.prev.float(), dim=-1)  # (B, 1)
+            c = F.cosine_similarity(x.float(), prev.float(), dim=-1)  # (B, 1)
         else:
-            top2 = torch.softmax(self.heads.logits(self.model, i, self.x).float(), -1).topk(2, -1).values
+            top2 = torch.softmax(self.heads.logits(self.model, b, x).float(), -1).topk(2, -1).values
             c = top2[..., 0] - top2[..., 1]
         self.conf.copy_(c.min())  # the batch exits together
 
@@ -210,30 +216,41 @@ def _check(model, heads, where: str) -> None:
                          f"({model.cfg.n_layer - 1} norms)")
 
 
-def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyExitConfig) -> EarlyExitResult:
-    """One decode on a runner whose graphs are captured already (the threshold lives on the host)."""
+def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyExitConfig,
+            forced: torch.Tensor | None = None) -> EarlyExitResult:
+    """One decode on a runner whose graphs are captured already (the threshold lives on the host).
+
+    With `forced` (B, max_new_tokens) the model is fed those tokens instead of its own
+    (teacher forcing on the full model's output): the returned tokens are then the per-step
+    predictions, and their agreement with `forced` is the per-token consistency.
+    """
     B, L = padded.shape
     device = padded.device
     r.seq.zero_()
     r.seq[:B, :L] = padded
     r.n.copy_(lengths)
     r.lm.forward(padded, torch.zeros(B, dtype=torch.long, device=device))  # prefill at full depth
-    n_layer = r.model.cfg.n_layer
-    candidates = {i for i in range(n_layer - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0}
-    used = []
+    last = r.segments[-1][1]
+    used, preds = [], []
     for t in range(cfg.max_new_tokens):
         lam = _threshold(cfg, t)
         r.embed()
-        exit_at = n_layer - 1
-        for i in range(n_layer):
-            r.layer[i]()
-            if i in candidates and lam < 1.0 and float(r.conf) >= lam:  # host sync per tested layer
-                exit_at = i
+        exit_at = last
+        for k, (a, b) in enumerate(r.segments):
+            r.segment[k]()
+            if b != last and lam < 1.0 and float(r.conf) >= lam:  # host sync per tested layer
+                exit_at = b
                 break
         r.exit[exit_at]()
         used.append(exit_at + 1)
-    idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=device)
+        if forced is not None:
+            pos = (r.n - 1)[:, None]
+            preds.append(r.seq.gather(1, pos)[:, 0])
+            r.seq.scatter_(1, pos, forced[:, t : t + 1])
     layers = torch.tensor(used, dtype=torch.float32)
+    if forced is not None:
+        return EarlyExitResult(torch.stack(preds, 1), layers, float(layers.mean()))
+    idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=device)
     return EarlyExitResult(r.seq.gather(1, idx), layers, float(layers.mean()))
 
 
@@ -264,8 +281,9 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
               epsilon: float = 0.05, delta: float = 0.1, thresholds=None) -> CalibrationResult:
     """Learn-then-Test: the smallest threshold with mean disagreement ≤ ε w.p. ≥ 1 − δ.
 
-    Risk of a prompt = fraction of its `max_new_tokens` greedy tokens that differ from the full
-    model's. For λ from high to low (fixed-sequence testing, no multiplicity correction needed)
+    Risk of a prompt = fraction of its `max_new_tokens` steps where the early-exit prediction
+    differs from the full model's greedy token, both fed the full model's output so far
+    (per-token consistency; free-running outputs diverge wholesale after one difference). For λ from high to low (fixed-sequence testing, no multiplicity correction needed)
     the Hoeffding p-value exp(−2n(ε − R̂)²₊) of H₀: R(λ) > ε is compared with δ; testing stops
     at the first λ not rejected.
     """
@@ -288,7 +306,8 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
     best, risks, pvals, layers = 1.0, [], [], []
     for lam in lams:
         cfg = replace(config, threshold=lam)
-        outs = [_decode(runner, row[None], lengths[i : i + 1], cfg) for i, row in enumerate(rows)]
+        outs = [_decode(runner, row[None], lengths[i : i + 1], cfg, forced=full[i : i + 1])
+                for i, row in enumerate(rows)]
         risk = torch.stack([(o.tokens[0] != full[i]).float().mean() for i, o in enumerate(outs)]).mean().item()
         p = math.exp(-2 * n * max(epsilon - risk, 0.0) ** 2)
         risks.append(risk)

@@ -116,6 +116,8 @@ class _Round:
         s0 = (n - 2).clamp_min(0)
         lg = self.dlm.forward(seq.gather(1, s0[:, None] + self.ar[:2]), s0)  # (B, 2, V)
         lg = lg.gather(1, (n - 1 - s0)[:, None, None].expand(B, 1, lg.shape[-1]))[:, 0]
+        if self.cfg.temperature == 0:
+            return self._greedy(n, active, lg)
         qs, ds = [], []
         for j in range(g):
             if j:
@@ -148,6 +150,29 @@ class _Round:
         act = active.double()
         self.stats += torch.stack([(beta * verified).sum().double(), verified.sum().double(),
                                    ((a + 1) * active).sum().double(), act.sum()])
+        return active.any()
+
+    def _greedy(self, n, active, lg):
+        """The same round for temperature 0 with argmaxes instead of one-hot distributions
+        (identical decisions, ~60 fewer small kernels per round)."""
+        g, seq = self.cfg.gamma, self.seq
+        ds = [lg.argmax(-1)]
+        for j in range(1, g):
+            ds.append(self.dlm.forward(ds[-1][:, None], n - 1 + j)[:, 0].argmax(-1))
+        d = torch.stack(ds, 1)  # (B, γ)
+        pend = seq.gather(1, (n - 1)[:, None])
+        top = self.tlm.forward(torch.cat([pend, d], 1), n - 1).argmax(-1)  # (B, γ+1)
+        ok = top[:, :g] == d
+        a = ok.long().cumprod(1).sum(1)
+        t = top.gather(1, a[:, None])  # the target's token after the accepted prefix
+        cand = torch.cat([d, torch.zeros_like(d[:, :1])], 1).scatter_(1, a[:, None], t)
+        pos = n[:, None] + self.ar
+        seq.scatter_(1, pos, torch.where(active[:, None], cand, seq.gather(1, pos)))
+        self.n.copy_(torch.where(active, n + a + 1, self.n))
+        # greedy α: agreement rate over the verified draft positions
+        verified = (torch.arange(g, device=a.device)[None] <= a[:, None]) & active[:, None]
+        self.stats += torch.stack([(ok & verified).sum().double(), verified.sum().double(),
+                                   ((a + 1) * active).sum().double(), active.sum().double()])
         return active.any()
 
 

@@ -198,6 +198,14 @@ def _profile(variants, x, device, path, label):
 # --- part 2: quality per compute (char LM) -------------------------------------------------
 
 
+def _gpt_init(moe: MoE, n_layer: int) -> MoE:
+    """Initialise the experts like the dense GPT MLP they replace (std 0.02; residual
+    projection 0.02/sqrt(2L)), so that only the routing differs between variants."""
+    torch.nn.init.normal_(moe.w_up, std=0.02)
+    torch.nn.init.normal_(moe.w_down, std=0.02 / math.sqrt(2 * n_layer))
+    return moe
+
+
 def _lm_variants(d: int, E: int) -> dict:
     """FFN factories at equal active FLOPs: dense hidden 4d; top-1 with 4d experts; top-2 and
     expert choice (c=2) with 2d experts."""
@@ -205,9 +213,9 @@ def _lm_variants(d: int, E: int) -> dict:
 
     return {
         "dense": lambda i, c: MLP(c),
-        "top1": lambda i, c: MoE(d, 4 * d, E, TopKRouter(k=1, capacity_factor=1.25)),
-        "top2": lambda i, c: MoE(d, 2 * d, E, TopKRouter(k=2, capacity_factor=1.25)),
-        "expert_choice": lambda i, c: MoE(d, 2 * d, E, ExpertChoiceRouter(capacity_factor=2.0)),
+        "top1": lambda i, c: _gpt_init(MoE(d, 4 * d, E, TopKRouter(k=1, capacity_factor=1.25)), c.n_layer),
+        "top2": lambda i, c: _gpt_init(MoE(d, 2 * d, E, TopKRouter(k=2, capacity_factor=1.25)), c.n_layer),
+        "expert_choice": lambda i, c: _gpt_init(MoE(d, 2 * d, E, ExpertChoiceRouter(capacity_factor=2.0)), c.n_layer),
     }
 
 

@@ -27,6 +27,7 @@ from paretoml.frontier import Point, latency, param_count, serialized_bytes
 from paretoml.models import MLP
 from paretoml.arch import moe as _moe
 from paretoml.infer import quantize as _quantize
+from paretoml.infer import _demo as _decoding_demo
 
 __all__ = ["DemoConfig", "Variant", "DemoContext", "BUILDERS", "run_demo"]
 
@@ -222,6 +223,7 @@ BUILDERS: list[Callable[[DemoContext], list[Variant]]] = [
     build_sklearn_peer,
     _quantize.build_demo_variants,
     _moe.build_demo_variants,
+    _decoding_demo.build_cascade, _decoding_demo.build_early_exit,
 ]
 
 

@@ -81,7 +81,8 @@ class Encoding:
     """One tokenized text: ``ids`` (n,) int32, ``offsets`` (n, 2) int32 ``[start, end)`` code-point
     indices into the original string (special tokens get (0, 0), as in HF), ``tokens`` (strings).
 
-    The arrays are read-only views into one (n, 3) block; ``ids.tolist()`` gives a list.
+    The arrays are views into one (n, 3) block (shared by a whole batch: copy before writing);
+    ``ids.tolist()`` gives a list.
     """
 
     __slots__ = ("_rows", "_a", "_b", "_vocab")

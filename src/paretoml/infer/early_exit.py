@@ -149,6 +149,7 @@ class _Runner:
     """Static buffers and the graphed pieces of one early-exit decode step: one graph per
     segment of layers between tested layers (one host sync per test), one per exit point."""
 
+    @torch.no_grad()
     def __init__(self, model: GPT, heads: ExitHeads, B: int, S: int, cfg: EarlyExitConfig):
         dev = next(model.parameters()).device
         self.model, self.heads, self.cfg = model, heads, cfg
@@ -216,6 +217,7 @@ def _check(model, heads, where: str) -> None:
                          f"({model.cfg.n_layer - 1} norms)")
 
 
+@torch.no_grad()
 def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyExitConfig,
             forced: torch.Tensor | None = None) -> EarlyExitResult:
     """One decode on a runner whose graphs are captured already (the threshold lives on the host).
@@ -277,6 +279,7 @@ class CalibrationResult:
     mean_layers: list[float]
 
 
+@torch.no_grad()
 def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig(), *,
               epsilon: float = 0.05, delta: float = 0.1, thresholds=None) -> CalibrationResult:
     """Learn-then-Test: the smallest threshold with mean disagreement ≤ ε w.p. ≥ 1 − δ.
@@ -303,7 +306,7 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
     full = full_generate(model, rows, DecodeConfig(max_new_tokens=config.max_new_tokens, cuda_graphs=config.cuda_graphs))
     S = check_context("early_exit.calibrate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
     runner = _Runner(model, heads, 1, S, config)  # B = 1: per-sequence exits; graphs captured once
-    best, risks, pvals, layers = 1.0, [], [], []
+    best, risks, pvals, layers = None, [], [], []
     for lam in lams:
         cfg = replace(config, threshold=lam)
         outs = [_decode(runner, row[None], lengths[i : i + 1], cfg, forced=full[i : i + 1])
@@ -316,7 +319,8 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
         if p > delta:
             break
         best = lam
-    if best == 1.0:
+    if best is None:
+        best = 1.0
         warnings.warn(f"early_exit.calibrate: no threshold certified at ε={epsilon}, δ={delta} with {n} prompts; "
                       "returning 1.0 (never exit early). Use more calibration prompts or a larger ε.", stacklevel=2)
     return CalibrationResult(best, lams[: len(risks)], risks, pvals, layers)

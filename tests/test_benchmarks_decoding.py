@@ -1,0 +1,63 @@
+"""benchmarks/bench_decoding.py runs every phase with --tiny (CPU, seconds) and writes valid points."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from paretoml.frontier import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_decoding", ROOT / "benchmarks" / "bench_decoding.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path):
+    n = torch.get_num_threads()
+    try:
+        out = tmp_path / "decoding.jsonl"
+        _bench().main(["--tiny", "--threads", "1", "--out", str(out), "--save-dir", str(tmp_path / "w")])
+    finally:
+        torch.set_num_threads(n)
+    points = read_jsonl(out)
+    names = {p.name for p in points}
+    assert not [x for x in names if x.startswith("error-")], names
+    for want in ("target-only-b1", "target-only-b8", "speculative-plain-g2-b1", "speculative-distilled-g4-b1",
+                 "summary-distillspec", "calm-certified-b1", "cascade-max_prob"):
+        assert want in names
+    spec = [p for p in points if p.name.startswith("speculative-")]
+    assert all(p.quality["agreement"] >= 0.9 for p in spec)  # greedy: same tokens as the target (float32)
+    assert all(0.0 <= p.quality["acceptance_rate"] <= 1.0 for p in spec)
+    assert all("loadavg_1m" in p.cost for p in points)
+    assert sorted(f.name for f in (tmp_path / "w").iterdir()) == [
+        "distilled.safetensors", "draft.safetensors", "target.safetensors"]
+
+
+def test_to_hf_llama_same_logits_and_greedy_tokens():
+    pytest.importorskip("transformers")
+    from paretoml.infer import decode
+    from paretoml.models.gpt import GPT, GPTConfig
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        m = GPT(GPTConfig.llama(vocab_size=31, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, d_ff=64,
+                                block_size=64)).eval()
+        hf = _bench().to_hf_llama(m)
+        x = torch.randint(0, 31, (2, 12))
+        with torch.no_grad():
+            torch.testing.assert_close(hf(x).logits, m(x).logits, rtol=1e-4, atol=1e-5)
+        ours = decode.generate(m, x[:1], decode.DecodeConfig(max_new_tokens=10))
+        theirs = _bench().hf_generate(hf, x[:1], 10)
+        assert torch.equal(ours, theirs)
+    finally:
+        torch.set_num_threads(n)

@@ -1,0 +1,88 @@
+"""Confidence cascades: confidence rules, deferral only on low-confidence rows, calibration."""
+
+import numpy as np
+import pytest
+import torch
+
+from paretoml.infer.cascade import Cascade, confidence
+
+
+def test_confidence_rules_by_hand():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]]))
+    torch.testing.assert_close(confidence(logits, "max_prob"), torch.tensor([0.7, 0.4]))
+    torch.testing.assert_close(confidence(logits, "margin"), torch.tensor([0.5, 0.05]))
+    ent = -(torch.tensor([0.7, 0.2, 0.1]) * torch.tensor([0.7, 0.2, 0.1]).log()).sum()
+    assert float(confidence(logits, "entropy")[0]) == pytest.approx(-float(ent), rel=1e-5)
+    # sequences: Chow-Quantile over per-token top log-probs; q = 0 is the least confident token
+    seq = torch.log(torch.tensor([[[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]]]))
+    assert float(confidence(seq, "quantile", 0.0)) == pytest.approx(np.log(0.6), rel=1e-5)
+    assert float(confidence(seq, "quantile", 1.0)) == pytest.approx(np.log(0.9), rel=1e-5)
+    assert float(confidence(seq, "max_prob")) == pytest.approx(0.6, rel=1e-5)
+
+
+class _Counting:
+    def __init__(self, fn):
+        self.fn, self.rows = fn, 0
+
+    def __call__(self, x):
+        self.rows += len(x)
+        return self.fn(x)
+
+
+def _task(n=600, seed=0):
+    """Synthetic 3-class task: the small model is right when confident, the large always."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    hard = torch.rand(n, generator=g) < 0.3
+    small_logits = torch.where(hard[:, None], torch.zeros(n, 3), 4.0 * torch.nn.functional.one_hot(y, 3))
+    small_logits[hard, 0] += 0.1  # uninformed guess on hard rows: class 0
+    x = torch.cat([small_logits, y[:, None].float()], 1)  # the "input" carries what each model needs
+    small = lambda x: x[:, :3]  # noqa: E731
+    large = lambda x: 5.0 * torch.nn.functional.one_hot(x[:, 3].long(), 3).float()  # noqa: E731
+    return x, y, hard, small, large
+
+
+def test_cascade_defers_exactly_the_low_confidence_rows_and_runs_large_only_there():
+    x, y, hard, small, large = _task()
+    lg = _Counting(large)
+    cas = Cascade(small, lg, "max_prob", threshold=0.5)
+    out = cas.predict(x)
+    assert torch.equal(out.deferred, hard)
+    assert lg.rows == int(hard.sum())
+    assert (out.predictions == y).all()
+
+
+def test_cascade_calibration_reaches_target_with_minimal_deferral():
+    x, y, hard, small, large = _task()
+    cas = Cascade(small, large, "margin")
+    thr = cas.calibrate(x, y, target_accuracy=1.0)
+    out = cas.predict(x)
+    assert float((out.predictions == y).float().mean()) == 1.0
+    # minimal: the wrong small answers are the hard rows not in class 0, all must be deferred;
+    # the hard rows are all tied in confidence, so calibration defers all of them and no more
+    assert out.deferral_rate == pytest.approx(float(hard.float().mean()))
+    assert cas.threshold == thr
+    assert cas.curve_[0] == (0.0, pytest.approx(float((small(x).argmax(-1) == y).float().mean())))
+    # a lower target needs less deferral
+    cas.calibrate(x, y, target_accuracy=0.9)
+    assert cas.predict(x).deferral_rate < out.deferral_rate
+
+
+def test_cascade_bad_input():
+    x, y, _, small, large = _task(20)
+    with pytest.raises(ValueError, match="rule"):
+        Cascade(small, large, "maxprob")
+    with pytest.raises(TypeError, match="callables"):
+        Cascade(small, 3)
+    with pytest.raises(ValueError, match="quantile"):
+        Cascade(small, large, "quantile", quantile=1.5)
+    with pytest.raises(ValueError, match="calibrate"):
+        Cascade(small, large).predict(x)
+    with pytest.raises(ValueError, match="target_accuracy"):
+        Cascade(small, large).calibrate(x, y, 1.5)
+    with pytest.raises(ValueError, match="labels"):
+        Cascade(small, large).calibrate(x, y[:5], 0.9)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        confidence(torch.zeros(2, 3), "x")
+    with pytest.raises(ValueError, match="shape"):
+        confidence(torch.zeros(3))

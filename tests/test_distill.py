@@ -1,0 +1,79 @@
+"""DistillSpec: divergences against independent formulas, and distillation raising acceptance."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paretoml.infer import distill
+from paretoml.infer import speculative as sp
+from paretoml.models.gpt import GPT, GPTConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_divergences_match_definitions():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    p, q = a.softmax(-1), b.softmax(-1)
+    fkl = F.kl_div(q.log(), p, reduction="none").sum(-1).mean()  # torch's KL(p || q)
+    rkl = F.kl_div(p.log(), q, reduction="none").sum(-1).mean()
+    m = (p + q) / 2
+    jsd = (0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)).mean()
+    tvd = (0.5 * (p - q).abs().sum(-1)).mean()
+    for kind, ref in (("fkl", fkl), ("rkl", rkl), ("jsd", jsd), ("tvd", tvd)):
+        assert float(distill.divergence(kind, a, b)) == pytest.approx(float(ref), rel=1e-5)
+    for kind in ("fkl", "rkl", "jsd", "tvd"):
+        assert float(distill.divergence(kind, a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill.divergence("jsd", a * 50, b * 50)) <= math.log(2) + 1e-6  # JSD is bounded by ln 2
+
+
+def test_distill_draft_raises_acceptance_rate():
+    torch.manual_seed(0)
+    V = 11
+    target = GPT(GPTConfig.llama(vocab_size=V, n_layer=2, n_head=2, n_embd=32, d_ff=64, block_size=64)).eval()
+    with torch.no_grad():
+        target.lm_head.weight.mul_(20)
+    draft = GPT(GPTConfig.llama(vocab_size=V, n_layer=1, n_head=2, n_embd=16, d_ff=32, block_size=64)).eval()
+    data = torch.randint(0, V, (2000,), generator=torch.Generator().manual_seed(1))
+    prompts = data[:400].view(50, 8)
+    cfg = sp.SpeculativeConfig(gamma=3, max_new_tokens=16, temperature=1.0)
+    before = sp.generate(target, draft, prompts, cfg, generator=torch.Generator().manual_seed(2)).acceptance_rate
+    res = distill.distill_draft(target, draft, data, distill.DistillSpecConfig(
+        divergence="tvd", on_policy_fraction=0.5, steps=60, batch_size=16, prompt_len=8, gen_len=16, lr=3e-3))
+    after = sp.generate(target, draft, prompts, cfg, generator=torch.Generator().manual_seed(2)).acceptance_rate
+    assert len(res.losses) == 60 and res.losses[-1] < res.losses[0]
+    assert after > before + 0.1, (before, after)  # α = 1 − E[TV]: distilling on TV raises it
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(divergence="kl"), "divergence"), (dict(on_policy_fraction=1.5), "on_policy_fraction"),
+    (dict(steps=0), "steps"), (dict(lr=0.0), "lr"), (dict(sample_temperature=0.0), "sample_temperature"),
+])
+def test_distillspec_config_validation(kw, field):
+    with pytest.raises(ValueError, match=field):
+        distill.DistillSpecConfig(**kw)
+
+
+def test_distill_draft_bad_input():
+    t = GPT(GPTConfig(vocab_size=11, n_layer=1, n_head=2, n_embd=16, block_size=64))
+    d = GPT(GPTConfig(vocab_size=12, n_layer=1, n_head=2, n_embd=16, block_size=64))
+    data = torch.randint(0, 11, (500,))
+    cfg = distill.DistillSpecConfig(steps=1, prompt_len=4, gen_len=4)
+    with pytest.raises(ValueError, match="vocabulary"):
+        distill.distill_draft(t, d, data, cfg)
+    with pytest.raises(TypeError, match="draft must be a paretoml GPT"):
+        distill.distill_draft(t, torch.nn.Linear(2, 2), data, cfg)
+    with pytest.raises(ValueError, match="1-D token tensor"):
+        distill.distill_draft(t, t, data[:5], cfg)
+    with pytest.raises(ValueError, match="block_size"):
+        distill.distill_draft(t, t, data, distill.DistillSpecConfig(steps=1, prompt_len=40, gen_len=40))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        distill.divergence("kl", torch.zeros(2, 3), torch.zeros(2, 3))

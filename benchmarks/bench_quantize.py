@@ -54,14 +54,39 @@ def _cfg_dict(cfg: QuantizeConfig) -> dict:
 # --- kernels ---------------------------------------------------------------------------------
 
 
-def _timer(device: str):
-    if device.startswith("cuda"):
-        from triton.testing import do_bench
+def _graph_us(calls) -> float:
+    """Median µs per call of `calls` replayed from one CUDA graph (5 replays).
 
-        return lambda fn: do_bench(fn, warmup=10, rep=40, return_mode="median") * 1e3  # µs, L2 flushed
+    Each call uses its own copy of the weights and the copies together exceed the 50 MB L2,
+    so every call reads its weights from HBM; the graph removes Python launch overhead (as a
+    CUDA-graphed decode loop does)."""
+    for f in calls:
+        f()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            for f in calls:
+                f()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    times = []
+    for _ in range(5):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        graph.replay()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e3 / len(calls))
+    return sorted(times)[2]
+
+
+def _cpu_us(calls) -> float:
     from paretoml.frontier import latency
 
-    return lambda fn: latency(fn, warmup=2, repeats=5).median_ms * 1e3
+    return latency(calls[0], warmup=2, repeats=5).median_ms * 1e3
 
 
 def _copy_bandwidth(device: str) -> float:
@@ -76,9 +101,10 @@ def _copy_bandwidth(device: str) -> float:
     return 2 * a.numel() / (ms * 1e-3)
 
 
-def _torchao_variants(lin: nn.Linear, device: str) -> dict:
-    """torchao peers on a copy of `lin`: int8 weight-only (torch.compile, as torchao intends)
-    and int4 weight-only g128 in the tinygemm layout (eager; the op is one kernel)."""
+def _torchao_copies(lin: nn.Linear, device: str, copies: int) -> dict:
+    """torchao peers, `copies` independently quantized copies each: int8 weight-only through
+    torch.compile (as torchao intends; one compiled F.linear with the weight as an input, so
+    the copies share it) and int4 weight-only g128 in the tinygemm layout (eager: one kernel)."""
     out = {}
     if not device.startswith("cuda"):
         return out
@@ -92,15 +118,22 @@ def _torchao_variants(lin: nn.Linear, device: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            m8 = copy.deepcopy(lin)
-            ao_quantize_(m8, Int8WeightOnlyConfig())
-            out["torchao-int8"] = (torch.compile(m8, dynamic=False), torchao.__version__)
+            ws = []
+            for _ in range(copies):
+                m8 = copy.deepcopy(lin)
+                ao_quantize_(m8, Int8WeightOnlyConfig())
+                ws.append(m8.weight)
+            lin8 = torch.compile(lambda x, w: F.linear(x, w), dynamic=False)
+            out["torchao-int8"] = ([(lambda x, w=w: lin8(x, w)) for w in ws], torchao.__version__)
         except Exception as e:  # noqa: BLE001 - a peer's failure is reported, not fatal
             print(f"torchao int8 failed: {e!r}", file=sys.stderr)
         try:
-            m4 = copy.deepcopy(lin)
-            ao_quantize_(m4, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
-            out["torchao-int4"] = (m4, torchao.__version__)
+            mods = []
+            for _ in range(copies):
+                m4 = copy.deepcopy(lin)
+                ao_quantize_(m4, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
+                mods.append(m4)
+            out["torchao-int4"] = ([(lambda x, m=m: m(x)) for m in mods], torchao.__version__)
         except Exception as e:  # noqa: BLE001
             print(f"torchao int4 failed: {e!r}", file=sys.stderr)
     return out
@@ -109,59 +142,68 @@ def _torchao_variants(lin: nn.Linear, device: str) -> dict:
 def run_kernels(device: str, tiny: bool, rounds: int) -> list[Point]:
     shapes = [(96, 128), (64, 256)] if tiny else SHAPES
     ms = [1, 16] if tiny else MS
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    time_us = _timer(device)
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    time_us = _graph_us if cuda else _cpu_us
     peak = _copy_bandwidth(device)
     points = []
     for n, k in shapes:
         torch.manual_seed(0)
         lin = nn.Linear(k, n, bias=False, device=device, dtype=dtype)
         nn.init.normal_(lin.weight, std=0.02)
-        variants = {"bf16" if dtype == torch.bfloat16 else "fp32": (lin, None)}
+        # enough weight copies to overflow L2 (50 MB on H100) at the smallest layout (int4)
+        copies = min(40, max(2, math.ceil(160e6 / (n * k / 2)))) if cuda else 1
+        base_name = "bf16" if cuda else "fp32"
+        bf_copies = [copy.deepcopy(lin) for _ in range(min(copies, max(2, math.ceil(160e6 / (2 * n * k)))))]
+        variants = {base_name: ([(lambda x, m=m: m(x)) for m in bf_copies], None)}
+        wbytes = {}
         for name, cfg in (("ours-int8", INT8), ("ours-int4-g128", INT4)):
             q = nn.Sequential(copy.deepcopy(lin))
             quantize_(q, cfg)
-            variants[name] = (q, None)
-        for name, (mod, ver) in _torchao_variants(lin, device).items():
-            variants[name] = (mod, ver)
-        wbytes = {"ours-int8": weight_bytes(variants["ours-int8"][0]),
-                  "ours-int4-g128": weight_bytes(variants["ours-int4-g128"][0]),
-                  "torchao-int8": n * k + 2 * n, "torchao-int4": n * k // 2 + 2 * 2 * n * k // 128}
+            wbytes[name] = weight_bytes(q)
+            variants[name] = ([(lambda x, m=m: m(x)) for m in [q] + [copy.deepcopy(q) for _ in range(copies - 1)]],
+                              None)
+        variants.update(_torchao_copies(lin, device, copies))
+        wbytes.update({"torchao-int8": n * k + 2 * n, "torchao-int4": n * k // 2 + 2 * 2 * n * k // 128})
         for m in ms:
             x = torch.randn(m, k, device=device, dtype=dtype)
             with torch.no_grad():
                 ref = F.linear(x.double(), lin.weight.double())
-                errs, times = {}, {name: [] for name in variants}
-                for name, (mod, _) in variants.items():
+                errs, times = {}, {}
+                for name, (calls, _) in variants.items():
                     if name == "torchao-int8" and m not in (1, 16, 256):  # each M is a fresh compile
-                        times.pop(name)
                         continue
                     try:
-                        errs[name] = ((mod(x).double() - ref).norm() / ref.norm()).item()  # also compiles/tunes
+                        errs[name] = ((calls[0](x).double() - ref).norm() / ref.norm()).item()  # compiles/tunes
+                        times[name] = []
                     except Exception as e:  # noqa: BLE001 - a peer that fails on a shape is left out
                         print(f"{name} failed at M={m}, {n}x{k}: {e!r}", file=sys.stderr)
-                        times.pop(name)
                 for _ in range(rounds):  # interleaved rounds: drift hits every variant alike
-                    for name in times:
-                        mod = variants[name][0]
-                        times[name].append(time_us(lambda: mod(x)))
-            base = sorted(times[next(iter(variants))])[len(times[next(iter(variants))]) // 2]
-            for name, ts in times.items():
-                t = sorted(ts)[len(ts) // 2]
+                    for name in list(times):
+                        try:
+                            times[name].append(time_us([(lambda f=f: f(x)) for f in variants[name][0]]))
+                        except Exception as e:  # noqa: BLE001
+                            print(f"{name} timing failed at M={m}, {n}x{k}: {e!r}", file=sys.stderr)
+                            times.pop(name)
+            med = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items() if ts}
+            for name, t in med.items():
                 nbytes = wbytes.get(name, n * k * x.element_size()) + (m * k + m * n) * x.element_size()
                 cost = {"time_us": t, "gbps": nbytes / (t * 1e-6) / 1e9, "bytes_moved": float(nbytes),
-                        "speedup_vs_base": base / t, **_load()}
+                        "speedup_vs_base": med[base_name] / t, **_load()}
+                for peer in ("torchao-int8", "torchao-int4"):
+                    if peer in med and name.startswith("ours") and peer[-4:] == name[5:9]:
+                        cost["speedup_vs_torchao"] = med[peer] / t
                 if not math.isnan(peak):
                     cost["frac_of_copy_bw"] = nbytes / (t * 1e-6) / peak
                     cost["copy_bw_gbps"] = peak / 1e9
                 points.append(Point(
                     name=f"{name} N{n} K{k} M{m}",
                     config={"part": "kernels", "variant": name, "N": n, "K": k, "M": m, "dtype": str(dtype),
-                            "peer_version": variants[name][1], "rounds": rounds},
+                            "peer_version": variants[name][1], "rounds": rounds, "weight_copies": len(variants[name][0]),
+                            "timing": "cuda graph of one call per weight copy" if cuda else "wall clock"},
                     quality={"rel_err_vs_fp64": errs[name]},
                     cost=cost, peer=name.startswith("torchao")))
-            print(f"N{n} K{k} M{m}: " + "  ".join(f"{nm} {sorted(ts)[len(ts) // 2]:.1f}us" for nm, ts in times.items()),
-                  file=sys.stderr)
+            print(f"N{n} K{k} M{m}: " + "  ".join(f"{nm} {t:.1f}us" for nm, t in med.items()), file=sys.stderr)
     return points
 
 

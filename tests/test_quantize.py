@@ -301,7 +301,8 @@ def _check_kernel(bits, gs, zero, dtype, shapes, all_configs, seed):
         x = torch.randn(m, k, generator=g).to(dtype).cuda()
         ref = F.linear(x.double(), q.dequantize(torch.float64), None if q.bias is None else q.bias.double())
         wq = _triton.gpu_pack(q.qweight, bits, k)
-        cands = _triton.configs_for(_triton._m_bucket(m)) if all_configs else [_triton._default(_triton._m_bucket(m))]
+        mb = _triton._m_bucket(m)
+        cands = _triton.configs_for(mb, bits, gs) if all_configs else [_triton._default(mb, bits, gs)]
         for cand in cands:
             poisoned = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")  # every element must be written
             y = _triton.qlinear(x, wq, q.scale, q.zero, q.bias, bits, gs, k, config=cand, out=poisoned)
@@ -333,10 +334,13 @@ def test_triton_default_configs_match_reference(bits, gs, zero, dtype):
 
 
 @pytest.mark.gpu
-def test_quantized_gpt_on_gpu_matches_cpu():
+def test_quantized_gpt_on_gpu_matches_cpu(monkeypatch):
+    from paretoml.infer import _triton
+
+    monkeypatch.setattr(_triton, "TUNE", False)
     model = _tiny_gpt()
     quantize_(model, QuantizeConfig(bits=4, group_size=32, symmetric=False))
     idx = torch.randint(0, 65, (2, 8))
     cpu = model(idx).logits
     gpu = model.cuda()(idx.cuda()).logits.cpu()
-    assert ((gpu - cpu).norm() / cpu.norm()).item() < 1e-3  # fp32: tf32 dot only
+    assert ((gpu - cpu).norm() / cpu.norm()).item() < 5e-3  # fp32 activations: the tl.dot path runs in tf32

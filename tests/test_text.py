@@ -10,8 +10,6 @@ import pytest
 
 from paretoml.text import Encoding, WordPieceConfig, WordPieceTokenizer
 
-tokenizers = pytest.importorskip("tokenizers")
-
 SETTINGS = {  # name -> (vocab file, lowercase)
     "uncased": ("bert-base-uncased.txt", True),
     "cased": ("bert-base-multilingual-cased.txt", False),
@@ -19,7 +17,8 @@ SETTINGS = {  # name -> (vocab file, lowercase)
 
 
 def hf_tokenizer(vocab: list[str] | dict, lowercase: bool, strip_accents=None, max_chars: int = 100):
-    """The reference pipeline of ../shared/data/README.md (no added tokens)."""
+    """The reference pipeline of ../shared/data/README.md (no added tokens); skips without HF."""
+    pytest.importorskip("tokenizers")
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     if isinstance(vocab, list):
@@ -189,6 +188,7 @@ TOY_VOCAB = ["[UNK]", "a", "b", "ab", "abc", "abcd", "##a", "##b", "##c", "##bc"
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(word=st.text(st.sampled_from("abcd#e"), min_size=1, max_size=14))
 def test_tokenize_word_matches_hf_on_toy_vocab(word):
+    pytest.importorskip("tokenizers")
     from tokenizers import models
 
     ref = models.WordPiece({t: i for i, t in enumerate(TOY_VOCAB)}, unk_token="[UNK]")
@@ -225,6 +225,7 @@ def test_maxmatch_end_to_end_matches_hf(shared_data):
 
 # -- special tokens, decode, tokenizer.json --------------------------------------------------
 def test_add_special_tokens_matches_hf_template(pair, shared_data):
+    pytest.importorskip("tokenizers")
     from tokenizers.processors import TemplateProcessing
 
     ours, hf = pair
@@ -238,6 +239,7 @@ def test_add_special_tokens_matches_hf_template(pair, shared_data):
 
 
 def test_decode_matches_hf_wordpiece_decoder(pair, shared_data):
+    pytest.importorskip("tokenizers")
     from tokenizers import decoders
 
     ours, hf = pair

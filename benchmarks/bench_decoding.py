@@ -161,7 +161,14 @@ def hf_generate(hf, prompt: torch.Tensor, n_new: int, assistant=None, gamma: int
 # --- settings -----------------------------------------------------------------------------
 
 
-def settings(tiny: bool, device) -> dict:
+def settings(tiny: bool, device, profile: str = "") -> dict:
+    if profile == "cpu":  # small models trained on 2 CPU cores in a few minutes
+        return dict(target=GPTConfig.llama(vocab_size=65, n_layer=6, n_head=4, n_embd=128, block_size=256, dropout=0.1),
+                    draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=4, n_embd=128, block_size=256),
+                    t_seconds=150, t_steps=3000, d_seconds=30, d_steps=1000, batch=32, seq=128, lr=3e-3,
+                    distill_steps=40, exit_steps=100, prompt_len=32, n_new=48, gammas=[2, 3, 4], repeats=3,
+                    n_cal=300, cal_new=24, n_calm=10, big=None, hf_new=32, dtype=torch.float32, cascade_n=4000,
+                    epsilon=0.1, cal_thresholds=[0.9, 0.7, 0.5, 0.3, 0.2, 0.1])
     if tiny:
         return dict(target=GPTConfig.llama(vocab_size=65, n_layer=6, n_head=2, n_embd=32, d_ff=64, block_size=128),
                     draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=2, n_embd=32, d_ff=64, block_size=128),
@@ -183,7 +190,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.device = torch.device(args.device)
-        self.s = settings(args.tiny, self.device)
+        self.s = settings(args.tiny, self.device, args.profile)
         self.env = environment(args.device, ["transformers"])
         self.points: list[Point] = []
         self.load = os.getloadavg()[0]
@@ -409,8 +416,10 @@ class Bench:
         base = early_exit.EarlyExitConfig(max_new_tokens=N, measure="softmax",
                                           min_layer=2 if self.args.tiny else 4, exit_every=2)
         t0 = time.perf_counter()
-        cal = early_exit.calibrate(self.target, heads, list(cal_prompts), base, epsilon=0.05, delta=0.1,
-                                   thresholds=[0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+        eps = s.get("epsilon", 0.05)
+        cal = early_exit.calibrate(self.target, heads, list(cal_prompts), base, epsilon=eps, delta=0.1,
+                                   thresholds=s.get("cal_thresholds",
+                                                    [0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]))
         cal_s = time.perf_counter() - t0
         for lam, risk, p, lay in zip(cal.thresholds, cal.risks, cal.p_values, cal.mean_layers):
             self.add(f"calm-cal-lambda{lam}", {"method": "calm-calibration", "threshold": lam, "n_cal": len(cal_prompts),
@@ -437,7 +446,7 @@ class Bench:
                 agree.append(float((res.tokens == full).float().mean()))
                 cons.append(float((forced.tokens == full).float().mean()))
                 lay.append(res.mean_layers)
-            self.add(f"calm-{tag}-b1", {"method": "calm", "threshold": lam_i, "epsilon": 0.05, "delta": 0.1,
+            self.add(f"calm-{tag}-b1", {"method": "calm", "threshold": lam_i, "epsilon": eps, "delta": 0.1,
                                         "min_layer": base.min_layer, "exit_every": base.exit_every,
                                         "exit_heads_train_steps": s["exit_steps"], "exit_heads_train_s": train_s,
                                         "calibration_s": cal_s, "measure": "softmax", "n_test": len(test_prompts)},
@@ -486,6 +495,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--save-dir", default=None, help="write trained draft weights (safetensors) here")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip")
+    ap.add_argument("--profile", default="", choices=["", "cpu"], help="cpu: small models trained on CPU")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -212,3 +212,16 @@ def test_speculative_greedy_identical_on_cuda_with_graphs():
     res = sp.generate(t, d, prompts, sp.SpeculativeConfig(gamma=4, max_new_tokens=40))
     assert torch.equal(ref, eager)
     assert (res.tokens == ref).float().mean() >= 0.95  # tf32/kernel choice may flip near-ties
+
+
+def test_decoding_configs_follow_the_contract():
+    import dataclasses
+
+    from paretoml.infer.distill import DistillSpecConfig
+    from paretoml.infer.early_exit import EarlyExitConfig
+
+    for cls in (decode.DecodeConfig, sp.SpeculativeConfig, DistillSpecConfig, EarlyExitConfig):
+        cfg = cls()
+        assert cls(**dataclasses.asdict(cfg)) == cfg
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, dataclasses.fields(cfg)[0].name, None)

@@ -57,7 +57,9 @@ def main(argv=None) -> int:
         vocab = path.read_text(encoding="utf-8").split("\n")[:-1]
         tft_tok = tft.FastBertTokenizer(vocab=vocab, token_out_type=tf.int32, lower_case_nfd_strip_accents=lc)
         ref = [e.ids for e in hf.encode_batch(texts)]
-        tf_ids = tft_tok.tokenize(tf_texts).merge_dims(-2, -1).to_list()
+        rt = tft_tok.tokenize(tf_texts)  # ragged (batch, tokens); older versions add a words level
+        rt = rt.merge_dims(-2, -1) if rt.ragged_rank > 1 else rt
+        tf_ids = rt.to_list()
         tf_bad = sum(a != b for a, b in zip(tf_ids, ref))
         our_bad = sum(e.ids.tolist() != b for e, b in zip(ours.encode_batch(texts, num_threads=1), ref))
         fns = {

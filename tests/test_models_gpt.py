@@ -98,30 +98,30 @@ def test_gpt_sums_aux_losses_of_pluggable_ffn():
 
 
 def test_gpt_learns_tinyshakespeare_beyond_unigram():
-    # A few dozen steps on real text must beat the unigram entropy (~3.3 nats for this corpus is
-    # the uniform-over-65 bound 4.17; unigram ~3.3); this catches a broken mask or loss.
+    # 120 small steps on real text must beat the unigram entropy of the corpus (~3.3 nats;
+    # a bigram-level model reaches ~2.5): this catches a broken causal mask, loss or optimiser.
     text = load_tinyshakespeare()
     assert len(text) == 1_115_394
     tok = CharTokenizer.from_text(text)
     train, val = lm_splits(tok.encode(text[:200_000]))
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=4, n_embd=64, block_size=64))
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=32))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
-    for _ in range(150):
-        x, y = sample_batch(train, 32, 64, generator=g)
+    for _ in range(120):
+        x, y = sample_batch(train, 16, 32, generator=g)
         loss = m(x, y).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
     m.eval()
     with torch.no_grad():
-        x, y = sample_batch(val, 64, 64, generator=g)
+        x, y = sample_batch(val, 64, 32, generator=g)
         val_loss = m(x, y).loss.item()
     counts = torch.bincount(train, minlength=tok.vocab_size).float()
     p = counts / counts.sum()
     unigram = -(p[p > 0] * p[p > 0].log()).sum().item()
-    assert val_loss < unigram - 0.3
+    assert val_loss < unigram - 0.3, (val_loss, unigram)
 
 
 def test_char_tokenizer_round_trip_and_errors():

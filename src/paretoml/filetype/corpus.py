@@ -74,7 +74,7 @@ for _lab, _info in KNOWLEDGE_BASE.items():
         _EXT.setdefault(_e.lower(), _lab)
 _EXT.update({"h": "c", "pl": "perl", "m": "matlab", "crt": "pem", "plist": "appleplist", "ts": "typescript",
              "oga": "ogg", "opus": "ogg", "ogv": "ogg", "xhtml": "html", "mo": "unknown", "gmo": "unknown",
-             "cfg": "ini", "txt": "txt", "zlib": "zlibstream", "zst": "zstd", "mov": "qt", "pyi": "python", "hh": "cpp", "sv": "verilog"})
+             "txt": "txt", "zlib": "zlibstream", "zst": "zstd", "mov": "qt", "pyi": "python", "hh": "cpp", "sv": "verilog"})
 for _e in ("v", "l", "pro", "t1", "db", "sum", "mk", "o", "so", "sys", "dll", "a", "pp", "qt", "lsp", "pdb",
            "m4v", "ttc", "gzip", "tgz", "tbz2", "txz", "bplist", "dtx", "ltx",
            "docm", "xlsm", "pptm", "ott", "ots", "otp", "cc", "cts", "mts", "r", "lhs", "for", "patch"):

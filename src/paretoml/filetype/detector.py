@@ -50,7 +50,7 @@ class DetectorConfig:
 
     mode: str = "high-confidence"
     no_dereference: bool = False
-    batch_size: int = 256
+    batch_size: int = 8
 
     def __post_init__(self):
         if self.mode not in MODES:

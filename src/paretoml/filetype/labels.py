@@ -90,7 +90,7 @@ _TABLE: dict[str, tuple[str, str, str, str, bool]] = {
     "gemspec": ("text/plain", "code", "Gemspec file", "gemspec", True),
     "html": ("text/html", "code", "HTML document", "html htm xhtml", True),
     "ignorefile": ("text/plain", "code", "Ignorefile", "", True),
-    "ini": ("text/plain", "text", "INI configuration file", "ini cfg", True),
+    "ini": ("text/plain", "text", "INI configuration file", "ini", True),
     "ipynb": ("application/x-ipynb+json", "code", "Jupyter notebook", "ipynb", True),
     "json": ("application/json", "code", "JSON document", "json", True),
     "jsonl": ("application/json", "code", "JSONL document", "jsonl ndjson", True),

@@ -201,6 +201,8 @@ def train_model(corpus: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     from paretoml.frontier import atomic_write
 
     atomic_write(out_dir / "model.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    for f in ("model.json", "model.safetensors"):  # package data must be world-readable
+        (out_dir / f).chmod(0o644)
     return meta
 
 

@@ -1,0 +1,317 @@
+"""Tests for paretoml.filetype: features, model parity, detector rules, bad input, CLI, fuzzing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from paretoml.filetype import Detector, DetectorConfig, FeatureConfig
+from paretoml.filetype.features import PAD, features_from_bytes, read_ends
+from paretoml.filetype.labels import KNOWLEDGE_BASE, info
+from paretoml.filetype.model import ModelConfig, read_safetensors
+
+
+@pytest.fixture(scope="module")
+def det() -> Detector:
+    return Detector()
+
+
+# ----------------------------------------------------------------------------- features
+
+def test_features_strip_and_pad():
+    cfg = FeatureConfig(window=8, block_size=16)
+    f = features_from_bytes(b"  \n\tabc  \n", cfg)
+    head, tail = f.tokens[:8], f.tokens[8:]
+    assert list(head[:3]) == list(b"abc") and (head[3:] == PAD).all()
+    assert list(tail[-3:]) == list(b"abc") and (tail[:-3] == PAD).all()
+    assert f.stripped_size == 3
+
+
+def test_features_large_content_reads_only_the_ends():
+    cfg = FeatureConfig(window=8, block_size=16)
+    data = b"  HEADxxxx" + b"m" * 1000 + b"yyyyTAIL \n"
+    f = features_from_bytes(data, cfg)
+    assert bytes(f.tokens[:8].astype(np.uint8)) == b"HEADxxxx"
+    assert bytes(f.tokens[8:].astype(np.uint8)) == b"yyyyTAIL"
+
+
+def test_read_ends_multi_gb_sparse_file_reads_two_blocks(tmp_path):
+    p = tmp_path / "big.bin"
+    with open(p, "wb") as fh:  # a 3 GB sparse file: costs nothing on disk
+        fh.write(b"%PDF-1.7\n")
+        fh.seek(3 * 1024**3)
+        fh.write(b"%%EOF\n")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        head, tail = read_ends(fd, os.fstat(fd).st_size, 4096)
+    finally:
+        os.close(fd)
+    assert len(head) == 4096 and len(tail) == 4096
+    assert head.startswith(b"%PDF") and tail.endswith(b"%%EOF\n")
+
+
+@pytest.mark.parametrize("kw", [{"window": 4}, {"window": 100, "block_size": 50}, {"min_size_for_model": 0}])
+def test_feature_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError, match="FeatureConfig"):
+        FeatureConfig(**kw)
+
+
+# ----------------------------------------------------------------------------- model
+
+def test_safetensors_reader_matches_library(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    arrs = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, -2], dtype=np.int64),
+            "c": np.ones((2, 2, 2), dtype=np.float16)}
+    save_file(arrs, str(tmp_path / "x.safetensors"))
+    got, ref = read_safetensors(tmp_path / "x.safetensors"), load_file(str(tmp_path / "x.safetensors"))
+    assert set(got) == set(ref)
+    for k in ref:
+        assert got[k].dtype == ref[k].dtype and np.array_equal(got[k], ref[k])
+
+
+def test_safetensors_reader_rejects_garbage(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        read_safetensors(tmp_path / "bad")
+    (tmp_path / "bad2").write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header says"):
+        read_safetensors(tmp_path / "bad2")
+
+
+def test_numpy_model_matches_torch():
+    torch = pytest.importorskip("torch")
+    from paretoml.filetype.model import ByteModel
+    from paretoml.filetype.train import _torch_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(window=64, embed_dim=4, chunk=4, kernel=3, hidden=16, hidden2=8)
+    m = _torch_model(cfg, 5).eval()
+    x = torch.randint(0, 257, (7, 128))
+    ref = m(x).detach().numpy()
+    got = ByteModel({k: v.numpy() for k, v in m.state_dict().items()}, cfg).logits(x.numpy())
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [{"window": 10}, {"window": 64, "chunk": 3}, {"window": 16, "chunk": 8, "kernel": 4},
+                                {"hidden": 0}])
+def test_model_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError, match="ModelConfig"):
+        ModelConfig(**kw)
+
+
+def test_shipped_model_is_small_and_consistent(det):
+    data = Path(__import__("paretoml.filetype.detector", fromlist=["x"]).__file__).parent / "data"
+    size = sum(f.stat().st_size for f in data.glob("model.*"))
+    assert size <= 1_000_000
+    assert len(det.labels) >= 100
+    assert all(lab in KNOWLEDGE_BASE for lab in det.labels)
+    for t in det.thresholds:
+        assert 0.5 <= t < 1.0
+
+
+# ----------------------------------------------------------------------------- detector rules
+
+def test_identify_bytes_rules(det):
+    assert det.identify_bytes(b"").label == "empty"
+    r = det.identify_bytes(b"a")
+    assert (r.label, r.decided_by) == ("txt", "rule")
+    assert det.identify_bytes(b"\xff\xfe\x00").label == "unknown"
+    assert det.identify_bytes(b"   \n\n").label == "txt"
+
+
+def test_identify_bytes_rejects_non_bytes(det):
+    with pytest.raises(TypeError, match="expected bytes"):
+        det.identify_bytes("text")  # type: ignore[arg-type]
+
+
+def test_detector_config_and_mode_errors(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        DetectorConfig(mode="sure")
+    with pytest.raises(ValueError, match="batch_size"):
+        DetectorConfig(batch_size=0)
+    with pytest.raises(TypeError, match="mode must be a str"):
+        Detector(3)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="no model.json"):
+        Detector(model_dir=tmp_path)
+
+
+def test_result_fields_from_knowledge_base(det):
+    r = det.identify_bytes(b"%PDF-1.4\n" + b"1 0 obj << /Type /Catalog >> endobj\n" * 40 + b"%%EOF\n")
+    assert r.ok and r.label == "pdf" and r.decided_by == "model"
+    assert (r.mime_type, r.group, r.is_text) == ("application/pdf", "document", False)
+    assert "pdf" in r.extensions and r.asdict()["label"] == "pdf"
+
+
+# ----------------------------------------------------------------------------- bad input, never aborts a batch
+
+def test_bad_paths_get_a_status_not_an_exception(det, tmp_path):
+    good = tmp_path / "a.py"
+    good.write_text("import os\n\ndef main():\n    print(os.getcwd())\n\nif __name__ == '__main__':\n    main()\n")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    one = tmp_path / "one"
+    one.write_bytes(b"x")
+    broken = tmp_path / "broken"
+    broken.symlink_to(tmp_path / "nowhere")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    noperm = tmp_path / "noperm"
+    noperm.write_text("secret text file\n" * 10)
+    noperm.chmod(0)
+    paths = [good, tmp_path / "missing", tmp_path, empty, one, broken, loop, fifo, "/dev/zero", noperm]
+    res = det.identify_paths(paths)  # a FIFO with no writer would block a plain open(): it must not
+    assert len(res) == len(paths)
+    got = {Path(r.path).name: (r.status, r.label) for r in res}
+    assert got["a.py"][0] == "ok" and res[0].decided_by == "model"
+    assert got["missing"][0] == "not_found"
+    assert res[2].label == "directory"
+    assert got["empty"] == ("ok", "empty") and got["one"] == ("ok", "txt")
+    assert got["broken"][0] == "not_found"
+    assert got["loop"][0] == "error"
+    assert got["fifo"][0] == "not_regular_file" and got["zero"][0] == "not_regular_file"
+    if os.geteuid() != 0:  # root reads anything
+        assert got["noperm"][0] == "permission_denied"
+
+
+def test_socket_and_no_dereference(tmp_path):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(tmp_path / "sock"))
+    try:
+        (tmp_path / "link").symlink_to(tmp_path / "sock")
+        d = Detector(config=DetectorConfig(no_dereference=True))
+        r_sock, r_link = d.identify_paths([tmp_path / "sock", tmp_path / "link"])
+        assert r_sock.status == "not_regular_file"
+        assert r_link.label == "symlink"
+    finally:
+        s.close()
+
+
+def test_file_changing_while_read(det, tmp_path):
+    p = tmp_path / "grow.txt"
+    p.write_text("line of text\n" * 10000)
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            with open(p, "w") as fh:  # truncate and rewrite, again and again
+                fh.write("x\n" * (i % 5000))
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        res = det.identify_paths([p] * 200)
+    finally:
+        stop.set()
+        t.join()
+    assert all(r.status == "ok" for r in res)
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=20000))
+def test_fuzz_identify_bytes_never_raises(data):
+    r = _FUZZ_DET.identify_bytes(data)
+    assert r.ok and r.label and 0.0 <= r.score <= 1.0
+
+
+_FUZZ_DET = Detector()
+
+
+# ----------------------------------------------------------------------------- quality on real files
+
+def test_accuracy_on_magika_tests_regression_floor(shared_data):
+    """magika's own tests_data (evaluation only: never trained or tuned on). A regression floor,
+    not the goal (the goal, 151/153, is measured by benchmarks/bench_filetype.py): in
+    best-guess mode at least half of the files whose type the model knows must be right."""
+    det = Detector("best-guess")
+    items = [(f, d.name) for sub in ("basic", "mitra") for d in sorted((shared_data / "magika_tests" / sub).iterdir())
+             for f in sorted(d.iterdir()) if f.is_file()]
+    assert len(items) == 153
+    items = [(f, lab) for f, lab in items if lab in det.labels]
+    res = det.identify_paths([f for f, _ in items])
+    correct = sum(r.label == lab for r, (_, lab) in zip(res, items))
+    assert correct >= len(items) / 2
+
+
+def test_knowledge_base_info_for_unknown_label():
+    assert info("no-such-label").mime_type == "application/octet-stream"
+    assert info("python").is_text
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "paretoml.cli", "filetype", *args], capture_output=True,
+                          input=stdin, timeout=60)
+
+
+def test_cli_identify_human_json_jsonl_and_stdin(tmp_path, det):
+    (tmp_path / "d").mkdir()
+    js = tmp_path / "d" / "x.json"
+    js.write_text(json.dumps({"k": list(range(50)), "name": "value", "nested": {"a": [1.5, None, True]}}, indent=2))
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")  # a symlink loop under -r must not recurse
+    want = det.identify_path(js)
+    r = _cli("identify", "-r", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == 2  # x.json and the loop link (reported as a directory, not walked)
+    assert f"{js}: {want.description} ({want.group})" in lines[1] or f"{js}: {want.description} ({want.group})" in lines[0]
+    r = _cli("identify", "--jsonl", "-s", str(js), str(tmp_path / "missing"))
+    got = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert r.returncode == 1 and got[0]["label"] == want.label and got[1]["status"] == "not_found"
+    assert abs(got[0]["score"] - want.score) < 1e-6
+    script = b"#!/bin/bash\nset -e\nfor f in *; do\n  echo \"$f\"\ndone\n"
+    r = _cli("identify", "--json", "-i", "-", stdin=script)
+    got = json.loads(r.stdout)
+    want = det.identify_bytes(script)
+    assert got[0]["label"] == want.label and got[0]["mime_type"] == want.mime_type
+
+
+def test_cli_usage_error_exit_2():
+    assert _cli("identify", "--mode", "nope", "x").returncode == 2
+
+
+def test_cli_module_imports_cheaply():
+    code = "import sys, paretoml.filetype.cli; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_corpus_and_train_configs_reject_bad_values():
+    from paretoml.filetype.corpus import CorpusConfig
+    from paretoml.filetype.train import TrainConfig
+
+    with pytest.raises(ValueError, match="max_per_label"):
+        CorpusConfig(max_per_label=1)
+    with pytest.raises(ValueError, match="val_fraction"):
+        CorpusConfig(val_fraction=0.7)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="window"):
+        TrainConfig(model=ModelConfig(window=2048))
+    with pytest.raises(TypeError, match="ModelConfig"):
+        TrainConfig(model={"window": 64})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=2.0)
+    with pytest.raises(ValueError, match="target_precision"):
+        TrainConfig(target_precision=0.2)
+
+
+def test_stat_modes_helper_sanity():
+    # the detector must use lstat/stat and not open non-regular files; stat itself is the guard
+    assert not stat.S_ISREG(os.stat("/dev/null").st_mode)

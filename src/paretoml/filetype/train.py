@@ -118,20 +118,27 @@ def _torch_model(cfg: ModelConfig, n_labels: int):
 
 
 def _thresholds(probs: np.ndarray, y: np.ndarray, labels: list[str], target: float) -> dict[str, float]:
-    """Per label: smallest t ≥ 0.5 with precision ≥ target among val predictions scoring ≥ t."""
+    """Per label: the smallest t ≥ 0.5 whose val predictions scoring ≥ t reach `target` precision.
+
+    Predictions of the label are sorted by score; the longest prefix (highest scores first)
+    whose precision is ≥ target sets t to its lowest score. A label that never reaches the
+    target gets 0.999 (its answers fall back to txt/unknown in high-confidence mode); a label
+    never predicted on val keeps 0.5.
+    """
     pred, score = probs.argmax(1), probs.max(1)
     out = {}
     for i, lab in enumerate(labels):
         m = pred == i
         s, ok = score[m], (y[m] == i)
-        order = np.argsort(-s)
+        order = np.argsort(-s, kind="stable")
         s, ok = s[order], ok[order]
+        if len(s) == 0:
+            out[lab] = 0.5
+            continue
         prec = np.cumsum(ok) / np.arange(1, len(ok) + 1)
-        t = 0.5
-        bad = np.nonzero(prec < target)[0]
-        if len(bad):  # raise t above the last prefix where precision fell short
-            t = max(0.5, float(min(0.999, s[bad[-1]] + 1e-6)))
-        out[lab] = round(t, 6)
+        good = np.nonzero(prec >= target)[0]
+        t = float(s[good[-1]]) if len(good) else 0.999
+        out[lab] = round(min(0.999, max(0.5, t)), 6)
     return out
 
 
@@ -184,7 +191,7 @@ def train_model(corpus: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         val_acc = _accuracy(model, X[va], Y[va])
         log.info("epoch %d loss %.4f val_acc %.4f (%.0fs)", ep, tot / len(perm), val_acc, time.time() - t0)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # val probabilities for the thresholds
         pv = torch.softmax(torch.cat([model(X[va[i:i + 1024]]) for i in range(0, len(va), 1024)]), 1).numpy()
     thresholds = _thresholds(pv, y_all[va], labels, cfg.target_precision)
     out_dir = Path(out_dir)

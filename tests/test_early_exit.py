@@ -96,14 +96,28 @@ def test_calibrate_certifies_with_hoeffding_p_values():
     prompts = _prompts(30)
     cfg = ee.EarlyExitConfig(max_new_tokens=6)
     cal = ee.calibrate(m, heads, prompts, cfg, epsilon=0.3, delta=0.1, thresholds=[1.0, 0.0])
-    # λ = 1 never exits: zero risk, p = exp(−2nε²) (Hoeffding), certified at δ = 0.1
+    # λ = 1 never exits: zero risk; Hoeffding–Bentkus at R̂ = 0 is (1 − ε)^n; certified at δ = 0.1
     assert cal.risks[0] == 0.0
-    assert cal.p_values[0] == pytest.approx(math.exp(-2 * 30 * 0.3 ** 2))
+    assert cal.p_values[0] == pytest.approx(0.7 ** 30)
     assert cal.mean_layers[0] == 4.0
     assert cal.threshold == (0.0 if cal.p_values[1] <= 0.1 else 1.0)
     with pytest.warns(UserWarning, match="no threshold certified"):
         bad = ee.calibrate(m, heads, prompts[:3], cfg, epsilon=0.05, delta=0.1, thresholds=[0.9])
     assert bad.threshold == 1.0
+
+
+def test_hb_p_value_against_hoeffding_and_binomial():
+    from scipy.stats import binom
+
+    # never larger than the plain Hoeffding bound exp(−2n(ε − R̂)²) (the KL bound dominates it)
+    for risk, n, eps in ((0.02, 200, 0.05), (0.0, 50, 0.1), (0.04, 1000, 0.05)):
+        assert ee.hb_p_value(risk, n, eps) <= math.exp(-2 * n * (eps - risk) ** 2) + 1e-12
+    # by hand: R̂ = 0.01, n = 100, ε = 0.05 → min(exp(−n·KL(0.01 ‖ 0.05)), e·P(Bin(100, .05) <= 1))
+    kl = 0.01 * math.log(0.01 / 0.05) + 0.99 * math.log(0.99 / 0.95)
+    bentkus = math.e * (0.95 ** 100 + 100 * 0.05 * 0.95 ** 99)
+    assert ee.hb_p_value(0.01, 100, 0.05) == pytest.approx(min(math.exp(-100 * kl), bentkus))
+    assert binom.cdf(1, 100, 0.05) == pytest.approx(0.95 ** 100 + 5 * 0.95 ** 99)
+    assert ee.hb_p_value(0.2, 100, 0.05) == 1.0  # risk above ε: nothing to certify
 
 
 @pytest.mark.parametrize("kw, field", [

@@ -7,7 +7,7 @@ emitted from layer i and the skipped layers' keys/values are filled from the exi
 later tokens attend to them). Measures: "softmax" (top-1 − top-2 probability of the exit head)
 and "saturation" (cos(h_i, h_{i−1}), free). `calibrate` picks the smallest λ whose outputs stay
 consistent with the full model — mean token disagreement ≤ ε — with probability ≥ 1 − δ, by
-Learn-then-Test fixed-sequence testing with Hoeffding p-values.
+Learn-then-Test fixed-sequence testing with Hoeffding–Bentkus p-values.
 
     >>> heads = ExitHeads(model); train_exit_heads(model, heads, train_ids)
     >>> cal = calibrate(model, heads, cal_prompts, EarlyExitConfig(max_new_tokens=64), epsilon=0.05, delta=0.1)
@@ -30,7 +30,7 @@ from paretoml.infer.decode import generate as full_generate
 from paretoml.models.gpt import GPT, _norm as _make_norm
 
 __all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "train_exit_heads", "calibrate",
-           "CalibrationResult", "generate"]
+           "CalibrationResult", "generate", "hb_p_value"]
 
 _MEASURES = ("softmax", "saturation")
 
@@ -279,6 +279,17 @@ class CalibrationResult:
     mean_layers: list[float]
 
 
+def hb_p_value(risk: float, n: int, epsilon: float) -> float:
+    """Hoeffding–Bentkus p-value of H₀: mean risk > ε given the empirical mean `risk` of n
+    i.i.d. losses in [0, 1] (Bates et al.'s RCPS / Learn-then-Test):
+    min(exp(−n·h(min(R̂, ε), ε)), e·P(Binomial(n, ε) ≤ ⌈n·R̂⌉)), h(a, b) = a·ln(a/b) + (1−a)·ln((1−a)/(1−b))."""
+    from scipy.stats import binom
+
+    a = min(risk, epsilon)
+    h = (a * math.log(a / epsilon) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - epsilon))
+    return float(min(math.exp(-n * h), math.e * binom.cdf(math.ceil(n * risk - 1e-9), n, epsilon), 1.0))
+
+
 @torch.no_grad()
 def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig(), *,
               epsilon: float = 0.05, delta: float = 0.1, thresholds=None) -> CalibrationResult:
@@ -287,7 +298,7 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
     Risk of a prompt = fraction of its `max_new_tokens` steps where the early-exit prediction
     differs from the full model's greedy token, both fed the full model's output so far
     (per-token consistency; free-running outputs diverge wholesale after one difference). For λ from high to low (fixed-sequence testing, no multiplicity correction needed)
-    the Hoeffding p-value exp(−2n(ε − R̂)²₊) of H₀: R(λ) > ε is compared with δ; testing stops
+    the Hoeffding–Bentkus p-value of H₀: R(λ) > ε (`hb_p_value`) is compared with δ; testing stops
     at the first λ not rejected.
     """
     _check(model, heads, "early_exit.calibrate")
@@ -312,7 +323,7 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
         outs = [_decode(runner, row[None], lengths[i : i + 1], cfg, forced=full[i : i + 1])
                 for i, row in enumerate(rows)]
         risk = torch.stack([(o.tokens[0] != full[i]).float().mean() for i, o in enumerate(outs)]).mean().item()
-        p = math.exp(-2 * n * max(epsilon - risk, 0.0) ** 2)
+        p = hb_p_value(risk, n, epsilon)
         risks.append(risk)
         pvals.append(p)
         layers.append(sum(o.mean_layers for o in outs) / n)

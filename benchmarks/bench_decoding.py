@@ -180,7 +180,7 @@ def settings(tiny: bool, device, profile: str = "") -> dict:
                 draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=8, n_embd=768, block_size=512),
                 t_seconds=75, t_steps=4000, d_seconds=15, d_steps=2000, batch=64, seq=256, lr=1.5e-3,
                 distill_steps=200, exit_steps=300, prompt_len=64, n_new=128, gammas=[2, 3, 4, 5, 6], repeats=5,
-                n_cal=60, cal_new=64, n_calm=8, big=big, hf_new=64, dtype=torch.float32, cascade_n=8000)
+                n_cal=200, cal_new=64, n_calm=8, big=big, hf_new=64, dtype=torch.float32, cascade_n=8000)
 
 
 # --- phases -------------------------------------------------------------------------------

@@ -123,7 +123,11 @@ def test_hqq_weight_error_not_worse_than_rtn_on_heavy_tails():
     (8, 64, False, torch.float32),  # dequantize + matmul
     (4, None, True, torch.float32),
 ])
-def test_cpu_forward_equals_dequantized_matmul(bits, group_size, symmetric, dtype):
+@pytest.mark.parametrize("torch_kernels", [True, False])
+def test_cpu_forward_equals_dequantized_matmul(bits, group_size, symmetric, dtype, torch_kernels, monkeypatch):
+    from paretoml.infer import quantize as qmod
+
+    monkeypatch.setattr(qmod, "USE_TORCH_CPU_KERNELS", torch_kernels)
     torch.manual_seed(3)
     lin = nn.Linear(256, 48, bias=True)
     q = QuantLinear.from_linear(lin, QuantizeConfig(bits=bits, group_size=group_size, symmetric=symmetric))

@@ -227,7 +227,7 @@ def test_z_loss_and_weighted_aux_loss():
     x = torch.zeros(3, 4, dtype=torch.float64)  # logits 0: logsumexp = log 4
     res = moe(x)
     assert math.isclose(float(res.stats["z_loss"]), math.log(4) ** 2, rel_tol=1e-9)
-    assert math.isclose(float(res.aux_loss), 0.5 * float(res.stats["balance_loss"]) + 0.25 * math.log(4) ** 2,
+    assert math.isclose(res.aux_loss.item(), 0.5 * float(res.stats["balance_loss"]) + 0.25 * math.log(4) ** 2,
                         rel_tol=1e-9)
 
 
@@ -259,8 +259,8 @@ def test_gpt_sums_moe_aux_losses():
         blk.ffn.register_forward_hook(lambda mod, inp, out: seen.append(out.aux_loss))
     idx = torch.randint(0, 20, (2, 16))
     out = model(idx, idx)
-    assert len(seen) == 2 and float(out.aux_loss) > 0
-    assert math.isclose(float(out.aux_loss), float(seen[0] + seen[1]), rel_tol=1e-6)
+    assert len(seen) == 2 and out.aux_loss.item() > 0
+    assert math.isclose(out.aux_loss.item(), (seen[0] + seen[1]).item(), rel_tol=1e-6)
 
 
 def test_expert_choice_eval_is_causal_so_kv_decoding_matches_full_forward():

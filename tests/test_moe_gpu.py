@@ -15,7 +15,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _rel(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm())
+    return ((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm()).item()
 
 
 @needs_cuda

@@ -253,7 +253,7 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
     tok = CharTokenizer.from_text(text)
     train, val = lm_splits(tok.encode(text))
     d, E, layers, T, bs = (32, 4, 2, 32, 8) if tiny else (64, 8, 4, 64, 16)
-    steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 600)), 50, 3e-3)
+    steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 1200)), 50, 3e-3)
     cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=layers, n_head=4, n_embd=d, block_size=T)
     curves, points = {}, []
     for name, factory in _lm_variants(d, E).items():

@@ -232,6 +232,20 @@ def _eval_lm(model, val, batches, bs, T, gen, task_ids=None):
     return tot / batches
 
 
+def _eval_ec_batch(model, val, batches, bs, T, vgen):
+    """Validation loss of an expert-choice model evaluated with batch routing (eval_mode='batch')."""
+    moes = [m for m in model.modules() if isinstance(m, MoE)]
+    saved = [m.router for m in moes]
+    for m in moes:
+        m.router = ExpertChoiceRouter(m.router.capacity_factor, eval_mode="batch")
+    vgen.manual_seed(2)
+    try:
+        return _eval_lm(model, val, batches, bs, T, vgen)
+    finally:
+        for m, r in zip(moes, saved):
+            m.router = r
+
+
 def _steps_to_reach(curve, target):
     """First step (linear interpolation between evals) where the loss is <= target."""
     prev = None
@@ -256,12 +270,15 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
     steps, every, lr = (6, 3, 3e-3) if tiny else (int(os.environ.get("MOE_LM_STEPS", 1200)), 50, 3e-3)
     cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=layers, n_head=4, n_embd=d, block_size=T)
     curves, points = {}, []
+    only = os.environ.get("MOE_LM_VARIANTS")  # e.g. "expert_choice" to re-run one variant
     for name, factory in _lm_variants(d, E).items():
+        if only and name not in only.split(","):
+            continue
         torch.manual_seed(0)
         model = GPT(cfg, ffn_factory=factory).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         gen, vgen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-        curve, wall, t_train = [], [], 0.0
+        curve, wall, batch_curve, t_train = [], [], [], 0.0
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
             xb, yb = sample_batch(train, bs, T, generator=gen, device=device)
@@ -275,14 +292,10 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
                 vgen.manual_seed(2)  # the same validation windows at every eval
                 curve.append((step, _eval_lm(model, val, 4 if tiny else 8, bs, T, vgen)))
                 wall.append(t_train)
+                if name == "expert_choice":  # also with the (non-causal) routing it trains with
+                    batch_curve.append(_eval_ec_batch(model, val, 4 if tiny else 8, bs, T, vgen))
                 print(f"  {name} step {step} val {curve[-1][1]:.4f} ({t_train:.0f}s)", file=sys.stderr, flush=True)
-        extra = {}
-        if name == "expert_choice":  # eval with the non-causal batch routing too
-            for m in model.modules():
-                if isinstance(m, MoE):
-                    m.router = ExpertChoiceRouter(2.0, eval_mode="batch")
-            vgen.manual_seed(2)
-            extra["val_loss_batch_routing"] = _eval_lm(model, val, 4 if tiny else 8, bs, T, vgen)
+        extra = {"val_loss_batch_routing": batch_curve[-1]} if batch_curve else {}
         curves[name] = curve
         active = sum(p.numel() for p in model.parameters())
         points.append(Point(
@@ -293,7 +306,11 @@ def quality_points(device: str, tiny: bool) -> list[Point]:
             cost={"train_s": t_train, "params": float(active), "s_per_step": t_train / steps},
         ))
         points[-1].config["curve"] = [{"step": s_, "val_loss": l_, "train_s": w_} for (s_, l_), w_ in zip(curve, wall)]
+        for e, b_ in zip(points[-1].config["curve"], batch_curve):
+            e["val_loss_batch_routing"] = b_
         print(f"quality {name:14s} final val {curve[-1][1]:.4f}  {t_train:.0f}s {extra}", file=sys.stderr)
+    if "top2" not in curves:
+        return points
     target = curves["top2"][-1][1]
     for p in points:
         reach = _steps_to_reach(curves[p.name], target)
@@ -522,8 +539,13 @@ def plot_all(results: Path, docs: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         for p in pts:
             c = p.config["curve"]
-            axes[0].plot([e["step"] for e in c], [e["val_loss"] for e in c], label=p.name)
-            axes[1].plot([e["train_s"] for e in c], [e["val_loss"] for e in c], label=p.name)
+            label = p.name + (" (eval: causal top-k)" if p.name == "expert_choice" else "")
+            axes[0].plot([e["step"] for e in c], [e["val_loss"] for e in c], label=label)
+            axes[1].plot([e["train_s"] for e in c], [e["val_loss"] for e in c], label=label)
+            if c and "val_loss_batch_routing" in c[0]:
+                axes[0].plot([e["step"] for e in c], [e["val_loss_batch_routing"] for e in c], "--",
+                             label="expert_choice (eval: batch routing)")
+                axes[1].plot([e["train_s"] for e in c], [e["val_loss_batch_routing"] for e in c], "--")
         axes[0].set_xlabel("step"), axes[1].set_xlabel("training seconds (CPU)")
         axes[0].set_ylabel("validation loss (nats/char)")
         axes[0].legend()

@@ -177,6 +177,8 @@ def _name_label(path: Path, head: bytes) -> str | None:
         return "unknown"
     if name.endswith(".plist") and head.startswith(b"bplist"):
         return "applebplist"
+    if head.startswith(b"\x7fELF") and (".so" in name or path.parent.name in ("bin", "sbin", "libexec")):
+        return "elf"  # executables and shared objects by location/name; libmagic checks the content
     if name.endswith(".md5sums"):
         return "sum"
     ext = name.rsplit(".", 1)[1] if "." in name[1:] else ""
@@ -350,7 +352,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             if p.is_symlink() or not p.is_file():
                 continue
             head = b""
-            if "." not in p.name[1:] or p.name.endswith(".plist"):
+            if "." not in p.name[1:] or p.name.endswith(".plist") or ".so" in p.name:
                 with open(p, "rb") as f:
                     head = f.read(64)
         except OSError:

@@ -2,5 +2,6 @@
 
 from paretoml.models.gpt import GPT, GPTConfig, GPTOutput, KVCache
 from paretoml.models.mlp import MLP
+from paretoml.models.vit import ViT, ViTConfig, ViTOutput
 
-__all__ = ["GPT", "GPTConfig", "GPTOutput", "KVCache", "MLP"]
+__all__ = ["GPT", "GPTConfig", "GPTOutput", "KVCache", "MLP", "ViT", "ViTConfig", "ViTOutput"]

@@ -58,7 +58,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 def _grid(index: Index, k: int) -> tuple[list[int], list[int]]:
     p = len(index._centres)
     leaves = sorted({max(1, int(round(p * f))) for f in (0.005, 0.01, 0.015, 0.02, 0.03, 0.045,
-                                                         0.065, 0.1, 0.15, 0.25)})
+                                                         0.065, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0)})
     reorder = sorted({max(k, r) for r in (2 * k, 4 * k, 8 * k, 16 * k)})
     return leaves, reorder
 

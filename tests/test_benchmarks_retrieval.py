@@ -1,0 +1,24 @@
+"""The retrieval benchmark runs end to end in --tiny mode (peers skipped to stay within seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from paretoml.frontier import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_retrieval_tiny(tmp_path, shared_data):
+    out = tmp_path / "r.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_retrieval.py"), "--tiny", "--skip-peers",
+                    "--out", str(out), "--plot", str(tmp_path / "r.png")], check=True, cwd=ROOT, timeout=600)
+    points = read_jsonl(out)
+    variants = {p.config.get("variant") for p in points}
+    assert {"paretoml-soar", "paretoml-nospill", "paretoml-naive-spill"} <= variants
+    curve = [p for p in points if p.config.get("variant") == "paretoml-soar"]
+    assert all(0.0 <= p.quality["recall@10"] <= 1.0 and p.cost["qps"] > 0 for p in curve)
+    assert max(p.quality["recall@10"] for p in curve) > 0.8
+    assert (tmp_path / "r.png").stat().st_size > 0

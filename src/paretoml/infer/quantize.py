@@ -5,7 +5,7 @@ bytes each token moves. `quantize_` replaces every selected `nn.Linear` by a `Qu
 holding packed integer codes plus per-channel or per-group scales (and zeros when
 asymmetric); the float weight is dropped. Rounding is round-to-nearest ("rtn") or HQQ
 ("hqq": half-quadratic optimisation of the zero points, Badri & Shaji 2023, no calibration
-data), which cuts int4 error (measured in docs/quantize.md).
+data). Measured (docs/quantize.md): HQQ wins on MiniLM embeddings, RTN on GPT perplexity.
 
     >>> from paretoml.infer.quantize import QuantizeConfig, quantize_
     >>> quantize_(model, QuantizeConfig(bits=4, group_size=128, symmetric=False, method="hqq"))

@@ -221,8 +221,7 @@ class Index:
         self._pq: ProductQuantizer | None = None
         self._ids = np.zeros(0, np.int64)  # external id of every slot
         self._data = np.zeros((0, d), self._rerank_np_dtype())  # re-rank copy, one row per slot
-        self._norm_bias = np.zeros(0, np.float32)  # -|x|^2/2 per slot for l2
-        self._entry_part = np.zeros(0, np.int32)  # entries sorted by partition
+        self._norm_bias = np.zeros(0, np.float32)  # -|x|^2/2 per slot, held for l2 only
         self._entry_slot = np.zeros(0, np.int32)
         self._entry_codes = np.zeros((0, 0), np.uint8)
         self._offsets = np.zeros(1, np.int64)
@@ -244,6 +243,7 @@ class Index:
     def memory_bytes(self, *, include_rerank: bool = True) -> int:
         """Bytes held by the index's arrays (centres, codebooks, codes, ids, re-rank copy)."""
         arrays = [self._ids, self._norm_bias, self._entry_slot, self._entry_codes, self._offsets]
+        # (the partition of each entry is implied by _offsets; ip/cosine hold no norm array)
         if include_rerank:
             arrays.append(self._data)
         for a in (self._centres, self._rotation, None if self._pq is None else self._pq.codebooks):
@@ -330,9 +330,8 @@ class Index:
             codes = np.zeros((len(parts), 0), np.uint8)
         self._ids = np.concatenate([self._ids, ids])
         self._data = np.concatenate([self._data, self._to_rerank(x)])
-        self._norm_bias = np.concatenate(
-            [self._norm_bias, -0.5 * np.einsum("ij,ij->i", x, x) if cfg.metric == "l2"
-             else np.zeros(len(x), np.float32)]).astype(np.float32)
+        if cfg.metric == "l2":
+            self._norm_bias = np.concatenate([self._norm_bias, -0.5 * np.einsum("ij,ij->i", x, x)]).astype(np.float32)
         old_codes = self._entry_codes if len(self._entry_part) else codes[:0]
         self._set_entries(np.concatenate([self._entry_part, parts]),
                           np.concatenate([self._entry_slot, eslots]),
@@ -360,10 +359,9 @@ class Index:
 
     def _set_entries(self, parts, slots, codes) -> None:
         order = np.argsort(parts, kind="stable")
-        self._entry_part = np.ascontiguousarray(parts[order])
         self._entry_slot = np.ascontiguousarray(slots[order])
         self._entry_codes = np.ascontiguousarray(codes[order])
-        counts = np.bincount(self._entry_part, minlength=len(self._centres))
+        counts = np.bincount(parts, minlength=len(self._centres))
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def remove(self, ids) -> int:
@@ -378,7 +376,9 @@ class Index:
                              f"({len(missing)} unknown ids); nothing was removed")
         keep = ~np.isin(self._ids, ids)
         new_slot = np.cumsum(keep) - 1
-        self._ids, self._data, self._norm_bias = self._ids[keep], self._data[keep], self._norm_bias[keep]
+        self._ids, self._data = self._ids[keep], self._data[keep]
+        if self.config.metric == "l2":
+            self._norm_bias = self._norm_bias[keep]
         ekeep = keep[self._entry_slot]
         self._set_entries(self._entry_part[ekeep], new_slot[self._entry_slot[ekeep]].astype(np.int32),
                           self._entry_codes[ekeep])
@@ -406,7 +406,7 @@ class Index:
         exact = reorder > 0 or cfg.quantizer == "none"
         out_s = np.full((nq, k), -np.inf, np.float32)
         out_i = np.full((nq, k), -1, np.int64)
-        _kernels.rerank(q, cand_i, sizes, self._kernel_data(), _RERANK.index(cfg.rerank_dtype), self._norm_bias,
+        _kernels.rerank(q, cand_i, sizes, self._kernel_data(), _RERANK.index(cfg.rerank_dtype), self._bias(),
                         k, exact, cand_s, out_s, out_i)
         found = out_i >= 0
         ids = np.where(found, self._ids[np.maximum(out_i, 0)], -1)
@@ -453,13 +453,14 @@ class Index:
         cand_i = np.full((nq, cap), -1, np.int32)
         sizes = np.zeros(nq, np.int64)
         scored = np.zeros(nq, np.int64)
+        bias_slot = self._bias()
         if cfg.quantizer == "ah4":
             lut8, scale, bias = self._pq.luts_u8(qs)
             _kernels.scan_lut16(probes, base + bias[:, None], lut8, scale, self._offsets, self._entry_slot,
-                                self._entry_codes, self._norm_bias, threads, cand_s, cand_i, sizes, scored)
+                                self._entry_codes, bias_slot, threads, cand_s, cand_i, sizes, scored)
         elif cfg.quantizer == "pq8":
             _kernels.scan_float_lut(probes, base, self._pq.luts(qs), self._offsets, self._entry_slot,
-                                    self._entry_codes, self._norm_bias, 4 * threads, cand_s, cand_i,
+                                    self._entry_codes, bias_slot, 4 * threads, cand_s, cand_i,
                                     sizes, scored)
         else:
             if cfg.prefix_dims:  # exact scores on the projected prefix only
@@ -467,9 +468,18 @@ class Index:
             else:
                 exact_q, data, kind = q, self._kernel_data(), _RERANK.index(cfg.rerank_dtype)
             _kernels.scan_exact(probes, exact_q, data, kind, self._offsets, self._entry_slot,
-                                self._norm_bias, 4 * threads, cand_s, cand_i, sizes, scored)
+                                bias_slot, 4 * threads, cand_s, cand_i, sizes, scored)
         self.last_points_scored = scored
         return cand_s, cand_i, sizes
+
+    def _bias(self) -> np.ndarray:
+        """Per-slot score offset for the kernels: -|x|^2/2 for l2, zeros (not held) otherwise."""
+        return self._norm_bias if self.config.metric == "l2" else np.zeros(self.ntotal, np.float32)
+
+    @property
+    def _entry_part(self) -> np.ndarray:
+        """Partition of every entry, expanded from the CSR offsets (not held)."""
+        return np.repeat(np.arange(len(self._offsets) - 1, dtype=np.int32), np.diff(self._offsets))
 
     def _kernel_data(self) -> np.ndarray:
         """The re-rank copy as the uint16 array the kernels take (f32 rows as (n, 2d) halves)."""
@@ -598,7 +608,8 @@ class Index:
         need(c.dtype == np.float32 and c.ndim == 2 and c.shape[1] == m and len(c) >= 1, "centres")
         need(a["ids"].dtype == np.int64 and a["ids"].ndim == 1, "ids")
         need(a["data"].dtype == self._rerank_np_dtype() and a["data"].shape == (n, self.d), "data")
-        need(a["norm_bias"].dtype == np.float32 and a["norm_bias"].shape == (n,), "norm_bias")
+        need(a["norm_bias"].dtype == np.float32
+             and a["norm_bias"].shape == ((n,) if cfg.metric == "l2" else (0,)), "norm_bias")
         need(a["entry_part"].dtype == np.int32 and a["entry_slot"].dtype == np.int32
              and a["entry_slot"].shape == (e,), "entries")
         need(e == 0 or (a["entry_part"].min() >= 0 and a["entry_part"].max() < len(c)), "entry_part range")

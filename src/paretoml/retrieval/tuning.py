@@ -42,7 +42,7 @@ def exact_search(index: Index, q: np.ndarray, k: int) -> np.ndarray:
     data = index.reconstruct_all()
     out = np.empty((len(q), min(k, len(data))), np.int64)
     for s in range(0, len(q), 256):
-        scores = q[s:s + 256] @ data.T + index._norm_bias[None, :]
+        scores = q[s:s + 256] @ data.T + index._bias()[None, :]
         top = np.argpartition(-scores, out.shape[1] - 1, axis=1)[:, : out.shape[1]]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
         out[s:s + 256] = index._ids[np.take_along_axis(top, order, axis=1)]

@@ -189,6 +189,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (best of)")
     ap.add_argument("--plot", type=Path, default=None, help="write the recall-vs-QPS plot here")
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--peers", default=None, help="comma-separated subset of peers to run (default: all)")
+    ap.add_argument("--leaves", default=None, help="comma-separated leaves_to_search / nprobe sweep")
+    ap.add_argument("--reorders", default=None, help="comma-separated reorder_k sweep")
     args = ap.parse_args(argv)
     tiny = args.tiny
     rounds = args.rounds or (1 if tiny else 3)
@@ -201,6 +204,11 @@ def main(argv=None) -> int:
     num_leaves = 16 if tiny else 400
     leaves = [1, 2, 4] if tiny else [2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 34, 45]
     reorders = [40] if tiny else [100, 200]
+    if args.leaves:
+        leaves = [int(v) for v in args.leaves.split(",")]
+    if args.reorders:
+        reorders = [int(v) for v in args.reorders.split(",")]
+    wanted = None if args.peers is None else set(args.peers.split(","))
     log = (lambda *a: None) if tiny else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     variants = {}  # name -> (search, settings, info, peer)
@@ -224,6 +232,8 @@ def main(argv=None) -> int:
             ("faiss-hnsw32", lambda: faiss_hnsw_variant(base, [10, 16, 24, 32, 48, 64, 96, 128])),
             ("hnswlib", lambda: hnswlib_variant(base, [10, 16, 24, 32, 48, 64, 96, 128])),
         ):
+            if wanted is not None and name not in wanted:
+                continue
             try:
                 search, settings, info = make()
             except ImportError as e:

@@ -282,10 +282,11 @@ def main(argv=None) -> int:
 
     summary = goals(points, variants, soar, q_tune, gt_tune, q_test, gt_test, all_threads, autotune, tiny)
     summary["loadavg_end"] = os.getloadavg()
-    points.append(Point(name="summary", config={"goals": summary}, quality={}, cost={}, benchmark="retrieval",
-                        device=env["device"], versions=env["versions"], git_sha=env["git_sha"],
-                        date=env["date"]))
     write_jsonl(args.out, points)
+    # the goal ratios go beside the points (one JSON line), so `paretoml frontier` reads the points file
+    summary_path = args.out.with_name(args.out.stem + "_summary.jsonl")
+    summary_path.write_text(json.dumps({"benchmark": "retrieval", "git_sha": env["git_sha"], "date": env["date"],
+                                        "device": env["device"], "goals": summary}, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
     if args.plot:
         plot(points, args.plot, all_threads)

@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-# The tests check parity with the peers (HF tokenizers ids, faiss/scann recall, magika labels),
-# so the test environment has them too.
+# The tests check parity with the peers (HF tokenizers ids, faiss/scann recall, magika labels)
+# and run the sharded index on a local Ray cluster, so the test environment has them too.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev,peers]"
+	$(PIP) install -q -e ".[dev,peers,distributed]"
 	touch $@
 
 install: $(VENV)/.installed

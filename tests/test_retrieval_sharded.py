@@ -17,7 +17,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.slow  # a Ray cluster start is ~20-40 s on 2 cores; run with -m slow
 def test_sharded_equals_unsharded(ray_cluster, shared_data):
     from paretoml.retrieval import ShardedIndex
 

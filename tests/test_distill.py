@@ -11,12 +11,7 @@ from paretoml.infer import speculative as sp
 from paretoml.models.gpt import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_divergences_match_definitions():

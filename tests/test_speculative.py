@@ -12,13 +12,7 @@ from paretoml.infer import speculative as sp
 from paretoml.models.gpt import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: OpenMP threads only contend (25x slower on a loaded 2-core runner)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(V=17, block=96, scale=30.0, seed=0, dtype=torch.float64):

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paretoml.frontier import Point, latency, param_count, serialized_bytes
-from paretoml.models import MLP
+from paretoml._validate import check_ints
 from paretoml.arch import moe as _moe
-from paretoml.infer import quantize as _quantize
+from paretoml.frontier import Point, latency, param_count, serialized_bytes
 from paretoml.infer import _demo as _decoding_demo
+from paretoml.infer import quantize as _quantize
+from paretoml.models import MLP
 
 __all__ = ["DemoConfig", "Variant", "DemoContext", "BUILDERS", "run_demo"]
 
@@ -52,10 +53,7 @@ class DemoConfig:
     def __post_init__(self):
         if not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
             raise ValueError(f"DemoConfig.hidden_sizes must be a non-empty tuple of ints >= 1, got {self.hidden_sizes!r}")
-        for name in ("epochs", "batch_size", "student_hidden", "latency_repeats", "throughput_repeats", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"DemoConfig.{name} must be an int >= 1, got {v!r}")
+        check_ints(self, ("epochs", "batch_size", "student_hidden", "latency_repeats", "throughput_repeats", "threads"))
         if not 0.05 <= self.test_fraction <= 0.5:
             raise ValueError(f"DemoConfig.test_fraction must be in [0.05, 0.5], got {self.test_fraction!r}")
         if not 0.0 <= self.kd_alpha <= 1.0:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from paretoml._validate import check_ints
+
 __all__ = ["ModelConfig", "ByteModel", "read_safetensors"]
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16, "U8": np.uint8}
@@ -55,9 +57,7 @@ class ModelConfig:
     def __post_init__(self):
         for name, lo, hi in (("window", 16, 4096), ("embed_dim", 1, 256), ("chunk", 1, 64), ("kernel", 1, 16),
                              ("hidden", 1, 4096), ("hidden2", 1, 4096)):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and lo <= v <= hi):
-                raise ValueError(f"ModelConfig.{name} must be an int in [{lo}, {hi}], got {v!r}")
+            check_ints(self, (name,), lo, hi)
         if self.window % self.chunk:
             raise ValueError(f"ModelConfig.window ({self.window}) must be a multiple of chunk ({self.chunk})")
         if self.window // self.chunk < self.kernel:

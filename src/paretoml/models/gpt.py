@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paretoml._validate import check_ints
+
 __all__ = ["GPTConfig", "GPT", "GPTOutput", "KVCache"]
 
 
@@ -47,10 +49,7 @@ class GPTConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"GPTConfig.{name} must be an int >= 1, got {v!r}")
+        check_ints(self, ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"))
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         kv = self.kv_heads

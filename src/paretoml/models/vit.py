@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paretoml._validate import check_ints
+
 __all__ = ["ViTConfig", "ViT", "ViTOutput"]
 
 
@@ -36,11 +38,8 @@ class ViTConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("image_size", "patch_size", "in_channels", "num_classes", "d_model", "depth",
-                     "n_head", "mlp_ratio"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ViTConfig.{name} must be an int >= 1, got {v!r}")
+        check_ints(self, ("image_size", "patch_size", "in_channels", "num_classes", "d_model", "depth",
+                          "n_head", "mlp_ratio"))
         if self.image_size % self.patch_size:
             raise ValueError(f"ViTConfig: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.d_model % self.n_head:

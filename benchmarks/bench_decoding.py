@@ -143,7 +143,9 @@ def to_hf_llama(model: GPT):
                    pre + "mlp.down_proj.weight": b.ffn.down.weight, pre + "input_layernorm.weight": b.ln_1.weight,
                    pre + "post_attention_layernorm.weight": b.ln_2.weight})
     hf.load_state_dict({k: v.detach().clone().contiguous() for k, v in sd.items()}, strict=True, assign=True)
-    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hc, device=p.device)  # buffers off the meta device
+    # Rebuild the rotary buffers off the meta device (built on the CPU, moved below; the
+    # `device=` argument is gone after transformers 5.17).
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hc)
     return hf.to(device=p.device, dtype=p.dtype).eval()
 
 

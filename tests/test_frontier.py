@@ -268,3 +268,24 @@ def test_write_report_writes_nothing_when_it_fails(tmp_path):
     with pytest.raises(ValueError, match="lacks 'latency_ms'"):
         write_report(pts, "latency_ms", "accuracy", tmp_path / "rep")
     assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_param_count_counts_logical_weights_of_quantized_layers():
+    import copy
+
+    from paretoml.infer.quantize import QuantizeConfig, quantize_
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    expected = 64 * 32 + 32 + 32 * 8 + 8
+    for cfg in (QuantizeConfig(bits=8), QuantizeConfig(bits=4, group_size=32, symmetric=False)):
+        q = copy.deepcopy(model)
+        quantize_(q, cfg)
+        assert param_count(q) == expected  # int4 packs two codes per byte: storage would say less
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notice
+        warnings.simplefilter("ignore")
+        dq = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    assert param_count(dq) == expected

@@ -155,23 +155,31 @@ def peak_memory_bytes(fn: Callable[[], Any], *, device: Any = None) -> int:
 
 
 def param_count(model: Any, *, trainable_only: bool = False) -> int:
-    """Number of parameters of an `nn.Module` (packed quantized weights count as elements)."""
+    """Number of parameters of an `nn.Module`, counting logical weights, not storage.
+
+    Quantized modules keep weights in packed integer buffers (two int4 codes per byte), so
+    storage elements undercount them. A module may report its logical count through a
+    ``num_params()`` method (paretoml's `QuantLinear` does); torch.ao dynamic-quantized
+    modules are recognised by their packed params; other int8/uint8 buffers count one per
+    element. With `trainable_only`, only parameters with ``requires_grad`` count.
+    """
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"param_count: expected a torch.nn.Module, got {type(model).__name__}")
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
     if trainable_only:
-        return n
-    # Quantized modules keep weights in packed buffers / state outside parameters().
-    seen = {id(p) for p in model.parameters()}
-    for t in model.state_dict().values():
-        if isinstance(t, torch.Tensor) and id(t) not in seen and t.dtype in (torch.int8, torch.uint8, torch.qint8, torch.quint8):
-            n += t.numel()
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n, counted = 0, set()
     for m in model.modules():
-        packed = getattr(m, "_packed_params", None)
-        if packed is not None and hasattr(m, "weight") and callable(m.weight):
-            n += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+        if callable(getattr(m, "num_params", None)):
+            n += int(m.num_params())
+            counted.update(id(t) for t in (*m.parameters(), *m.buffers()))
+        elif getattr(m, "_packed_params", None) is not None and callable(getattr(m, "weight", None)):
+            w, b = m.weight(), m.bias()  # torch.ao dynamic quantized Linear
+            n += w.numel() + (b.numel() if b is not None else 0)
+    n += sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    int_types = (torch.int8, torch.uint8)
+    n += sum(b.numel() for b in model.buffers() if id(b) not in counted and b.dtype in int_types)
     return n
 
 

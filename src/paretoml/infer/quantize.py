@@ -191,6 +191,10 @@ class QuantLinear(nn.Module):
         self._cache: dict = {}  # per-device kernel layouts, rebuilt after .to() or loading
         self._warned = False
 
+    def num_params(self) -> int:
+        """Logical parameters (what the float layer had), for `paretoml.frontier.param_count`."""
+        return self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: QuantizeConfig = QuantizeConfig()) -> "QuantLinear":
         """Quantize `linear`'s weight (on its own device) into a new QuantLinear."""

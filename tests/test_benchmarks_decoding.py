@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from paretoml.frontier import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_decoding", ROOT / "benchmarks" / "bench_decoding.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path):
+def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path, load_bench):
     n = torch.get_num_threads()
     try:
         out = tmp_path / "decoding.jsonl"
-        _bench().main(["--tiny", "--threads", "1", "--out", str(out), "--save-dir", str(tmp_path / "w")])
+        load_bench("bench_decoding").main(["--tiny", "--threads", "1", "--out", str(out), "--save-dir", str(tmp_path / "w")])
     finally:
         torch.set_num_threads(n)
     points = read_jsonl(out)
@@ -41,7 +29,7 @@ def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path):
         "distilled.safetensors", "draft.safetensors", "target.safetensors"]
 
 
-def test_to_hf_llama_same_logits_and_greedy_tokens():
+def test_to_hf_llama_same_logits_and_greedy_tokens(load_bench):
     pytest.importorskip("transformers")
     from paretoml.infer import decode
     from paretoml.models.gpt import GPT, GPTConfig
@@ -52,12 +40,12 @@ def test_to_hf_llama_same_logits_and_greedy_tokens():
         torch.manual_seed(0)
         m = GPT(GPTConfig.llama(vocab_size=31, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, d_ff=64,
                                 block_size=64)).eval()
-        hf = _bench().to_hf_llama(m)
+        hf = load_bench("bench_decoding").to_hf_llama(m)
         x = torch.randint(0, 31, (2, 12))
         with torch.no_grad():
             torch.testing.assert_close(hf(x).logits, m(x).logits, rtol=1e-4, atol=1e-5)
         ours = decode.generate(m, x[:1], decode.DecodeConfig(max_new_tokens=10))
-        theirs = _bench().hf_generate(hf, x[:1], 10)
+        theirs = load_bench("bench_decoding").hf_generate(hf, x[:1], 10)
         assert torch.equal(ours, theirs)
     finally:
         torch.set_num_threads(n)

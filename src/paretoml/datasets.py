@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 __all__ = ["load_tinyshakespeare", "CharTokenizer", "lm_splits", "sample_batch"]

@@ -31,6 +31,20 @@ _GROUP = 32
 # --------------------------------------------------------------------------- codebooks
 
 
+@njit(cache=True, inline="always")
+def _nearest_centre(res, i, b, cb):
+    """Index of block b's codebook centre nearest to res[i, b] (squared L2)."""
+    best, bestd = 0, np.inf
+    for j in range(cb.shape[1]):
+        dist = 0.0
+        for t in range(cb.shape[2]):
+            diff = res[i, b, t] - cb[b, j, t]
+            dist += diff * diff
+        if dist < bestd:
+            bestd, best = dist, j
+    return best
+
+
 @njit(cache=True, parallel=True)
 def train_codebooks(res: np.ndarray, num_centres: int, iters: int, seed: int) -> np.ndarray:
     """Lloyd's k-means run independently in every block of `res`.
@@ -55,16 +69,7 @@ def train_codebooks(res: np.ndarray, num_centres: int, iters: int, seed: int) ->
             sums[:] = 0.0
             cnt[:] = 0
             for i in range(n):
-                best = 0
-                bestd = np.inf
-                for j in range(num_centres):
-                    dist = 0.0
-                    for t in range(dpb):
-                        diff = res[i, b, t] - cb[b, j, t]
-                        dist += diff * diff
-                    if dist < bestd:
-                        bestd = dist
-                        best = j
+                best = _nearest_centre(res, i, b, cb)
                 cnt[best] += 1
                 for t in range(dpb):
                     sums[best, t] += res[i, b, t]
@@ -101,16 +106,7 @@ def encode(res: np.ndarray, xdir: np.ndarray, eta: np.ndarray, cb: np.ndarray, p
         sq = 0.0
         par = 0.0
         for b in range(nb):  # start from the nearest centre of each block
-            best = 0
-            bestd = np.inf
-            for j in range(k):
-                dist = 0.0
-                for t in range(dpb):
-                    diff = res[i, b, t] - cb[b, j, t]
-                    dist += diff * diff
-                if dist < bestd:
-                    bestd = dist
-                    best = j
+            best = _nearest_centre(res, i, b, cb)
             codes[i, b] = best
             for t in range(dpb):
                 e = res[i, b, t] - cb[b, best, t]

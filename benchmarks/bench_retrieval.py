@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     rounds = args.rounds or (1 if tiny else 3)
     all_threads = os.cpu_count() or 1
 
-    from paretoml.frontier import Point, environment, write_jsonl
+    from paretoml.frontier import Point, atomic_write, environment, write_jsonl
     from paretoml.retrieval import autotune
 
     base, q_tune, q_test, gt_tune, gt_test = load(tiny)
@@ -285,8 +285,8 @@ def main(argv=None) -> int:
     write_jsonl(args.out, points)
     # the goal ratios go beside the points (one JSON line), so `paretoml frontier` reads the points file
     summary_path = args.out.with_name(args.out.stem + "_summary.jsonl")
-    summary_path.write_text(json.dumps({"benchmark": "retrieval", "git_sha": env["git_sha"], "date": env["date"],
-                                        "device": env["device"], "goals": summary}, default=float) + "\n")
+    atomic_write(summary_path, json.dumps({"benchmark": "retrieval", "git_sha": env["git_sha"], "date": env["date"],
+                                           "device": env["device"], "goals": summary}, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
     if args.plot:
         plot(points, args.plot, all_threads)

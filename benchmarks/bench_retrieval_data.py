@@ -90,7 +90,9 @@ def main(argv=None) -> int:
         print(f"embedded rows {start}..{start + len(vecs)}", file=sys.stderr)
     allv = np.concatenate(parts)
     out = args.cache / f"pypi_{len(allv)}.f16.npy"
-    np.save(out, allv)
+    tmp = out.with_suffix(".tmp.npy")
+    np.save(tmp, allv)
+    os.replace(tmp, out)  # a reader never sees a half-written cache file
     if args.print:
         norms = np.linalg.norm(allv.astype(np.float32), axis=1)
         print(f"{out}: shape {allv.shape}, norms {norms.min():.4f}..{norms.max():.4f}")

@@ -106,3 +106,14 @@ def test_cli_demo_quick_json(tmp_path, capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "paretoml.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_print_json_is_strict_json_with_padding(capsys):
+    import numpy as np
+
+    from paretoml.cli import print_json
+
+    print_json({"ids": np.array([[3, -1]]), "distances": np.array([[0.5, -np.inf]]), "n": float("nan")})
+    out = capsys.readouterr().out
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
+        "ids": [[3, -1]], "distances": [[0.5, None]], "n": None}

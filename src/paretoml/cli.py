@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -58,9 +59,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _jsonable(o):
+    """Arrays to lists, non-finite floats to null (JSON has no NaN/Infinity: `jq` would reject them)."""
+    if hasattr(o, "tolist"):
+        o = o.tolist()
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if o is None or isinstance(o, (str, int, bool)):
+        return o
+    return str(o)
+
+
 def print_json(obj) -> None:
-    """Print `obj` as one JSON document on stdout (helper for subcommands' --json)."""
-    json.dump(obj, sys.stdout, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    """Print `obj` as one strict JSON document on stdout (helper for subcommands' --json).
+
+    Non-finite floats, e.g. the -inf distances that pad a search whose k exceeds the index
+    size, are printed as null.
+    """
+    json.dump(_jsonable(obj), sys.stdout, allow_nan=False)
     sys.stdout.write("\n")
 
 

@@ -88,6 +88,12 @@ def test_safetensors_reader_rejects_garbage(tmp_path):
     (tmp_path / "bad2").write_bytes((10**9).to_bytes(8, "little") + b"{}")
     with pytest.raises(ValueError, match="header says"):
         read_safetensors(tmp_path / "bad2")
+    import json as _json
+
+    header = _json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (tmp_path / "trunc").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)  # 8 of 16 bytes
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_safetensors(tmp_path / "trunc")
 
 
 def test_numpy_model_matches_torch():

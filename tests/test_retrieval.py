@@ -77,7 +77,7 @@ def test_lut16_scores_match_decoded_residuals(real, soar_index):
     for r in range(20):
         for j in range(5):
             ents = np.flatnonzero(idx._entry_slot == slots[r, j])
-            cands = [qs[r] @ (idx._centres[idx._entry_part[e]] + idx._pq.decode(idx._entry_codes[e:e + 1])[0])
+            cands = [qs[r] @ (idx._centres[idx._entry_part[e]] + idx._pq.decode(idx._row_codes()[e:e + 1])[0])
                      for e in ents]
             # LUT step: span/255 per block; rounding error <= B/2 steps, loosely bounded here
             assert min(abs(dist[r, j] - c) for c in cands) < 0.02

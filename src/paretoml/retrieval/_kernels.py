@@ -11,12 +11,16 @@ Layout of a partitioned, 4-bit quantized index (built by `index.py`)::
     part_slots   (E,)   int32   the vector slot each entry refers to (a vector spilled to a second
                                 partition has two entries with the same slot)
     part_codes   (E, B/2) uint8 two 4-bit codes per byte: block 2k in the low nibble, 2k+1 in the high
+                                (pq8: (E, B) one byte per block)
 
-Scanning takes the queries of one thread's chunk, inverts "query -> probed partitions" into
-"partition -> queries", and scores each partition's entries against all its queries at once:
+For ``ah4`` the codes are kept in the blocked layout of `to_blocked` (per partition, blocks of
+32 or 64 points with each code byte's points contiguous), which `_simd` scans with in-register
+byte shuffles (AVX2 / AVX-512BW ``vpshufb``). `scan_lut16` below is the portable fallback for
+CPUs without them: it takes the queries of one thread's chunk, inverts "query -> probed
+partitions" into "partition -> queries", and scores each partition's entries against all its queries at once:
 the per-query uint8 LUTs are transposed into ``T[b, code, query]`` so that the innermost loop
-adds contiguous query vectors (SIMD over queries) instead of gathering one table entry per
-query. This plays the role of ScaNN's in-register shuffles on hardware numba can reach.
+adds contiguous query vectors (SWAR over queries) instead of gathering one table entry per
+query.
 """
 
 from __future__ import annotations
@@ -260,14 +264,16 @@ def build_lut16(qb, cb, levels):
 
 
 @njit(cache=True, parallel=True)
-def scan_lut16(probes, base, lut8, scale, part_offsets, part_slots, part_codes, slot_bias,
+def scan_lut16(probes, base, lut8, scale, part_offsets, part_slots, codes, slot_bias, bw,
                nchunks, cand_s, cand_i, sizes, scored):
-    """Score the 4-bit codes of every probed partition; keep each query's best candidates.
+    """Portable LUT16 scan (no SIMD shuffles): score the 4-bit codes of every probed partition
+    and keep each query's best candidates.
 
     Args:
         probes: (nq, L) int32 probed partitions (-1 = none).
         base: (nq, L) float32 score offset of (query, probe): <q, centre> + LUT bias.
         lut8: (nq, B, 16) uint8 quantized LUTs; scale: (nq,) float32 LUT step.
+        codes: the blocked code layout of block width `bw` (see `to_blocked`).
         slot_bias: (N,) float32 added to every entry of a slot (-|x|^2/2 for L2, else 0).
         cand_s, cand_i: (nq, R) outputs, min-heaps of approximate scores and slots.
         sizes: (nq,) int64 heap sizes; scored: (nq,) int64 points scored per query.
@@ -276,7 +282,7 @@ def scan_lut16(probes, base, lut8, scale, part_offsets, part_slots, part_codes, 
     cap = cand_s.shape[1]
     num_parts = part_offsets.shape[0] - 1
     nb = lut8.shape[1]
-    nbytes = part_codes.shape[1]
+    nbytes = (nb + 1) // 2
     step = (nq + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         q0 = ch * step
@@ -313,33 +319,37 @@ def scan_lut16(probes, base, lut8, scale, part_offsets, part_slots, part_codes, 
                             tab16[b, j, gi] = lut8[gq[gi], b, j]
                         for gi in range(g, _GROUP):
                             tab16[b, j, gi] = 0
-                for e in range(e0, e1):
-                    a0, a1, a2, a3, a4, a5, a6, a7 = _sum_codes(part_codes, e, nbytes, tab)
-                    accs[0] = a0
-                    accs[1] = a1
-                    accs[2] = a2
-                    accs[3] = a3
-                    accs[4] = a4
-                    accs[5] = a5
-                    accs[6] = a6
-                    accs[7] = a7
-                    slot = part_slots[e]
-                    sb = slot_bias[slot]
-                    for gi in range(g):
-                        s = gbase[gi] + gscale[gi] * np.float32(acc16[gi]) + sb
-                        if s > thr[gi]:
-                            q = gq[gi]
-                            sizes[q] = _heap_push(cand_s[q], cand_i[q], sizes[q], s, slot)
-                            if sizes[q] == cap:
-                                thr[gi] = cand_s[q, 0]
+                for eb in range(e0, e1, bw):
+                    w = min(bw, e1 - eb)
+                    for lane in range(w):
+                        e = eb + lane
+                        a0, a1, a2, a3, a4, a5, a6, a7 = _sum_codes(codes, eb * nbytes + lane, w, nbytes, tab)
+                        accs[0] = a0
+                        accs[1] = a1
+                        accs[2] = a2
+                        accs[3] = a3
+                        accs[4] = a4
+                        accs[5] = a5
+                        accs[6] = a6
+                        accs[7] = a7
+                        slot = part_slots[e]
+                        sb = slot_bias[slot]
+                        for gi in range(g):
+                            s = gbase[gi] + gscale[gi] * np.float32(acc16[gi]) + sb
+                            if s > thr[gi]:
+                                q = gq[gi]
+                                sizes[q] = _heap_push(cand_s[q], cand_i[q], sizes[q], s, slot)
+                                if sizes[q] == cap:
+                                    thr[gi] = cand_s[q, 0]
 
 
 @njit(cache=True, inline="always")
-def _sum_codes(codes, e, nbytes, tab):
-    """LUT sums of entry `e` for 32 queries as 8 SWAR words (4 uint16 lanes each).
+def _sum_codes(codes, c0, stride, nbytes, tab):
+    """LUT sums of one entry for 32 queries as 8 SWAR words (4 uint16 lanes each); the entry's
+    code byte kb is codes[c0 + kb * stride].
 
-    Eight scalar accumulators stay in registers; numba cannot express SIMD shuffles, and a
-    loop over lanes here compiled to gathers and memory round trips (3x slower).
+    Eight scalar accumulators stay in registers; a loop over lanes here compiled to gathers and
+    memory round trips (3x slower).
     """
     a0 = np.uint64(0)
     a1 = np.uint64(0)
@@ -350,7 +360,7 @@ def _sum_codes(codes, e, nbytes, tab):
     a6 = np.uint64(0)
     a7 = np.uint64(0)
     for kb in range(nbytes):
-        byte = codes[e, kb]
+        byte = codes[c0 + kb * stride]
         lo = byte & 15
         hi = byte >> 4
         b0 = 2 * kb
@@ -364,6 +374,52 @@ def _sum_codes(codes, e, nbytes, tab):
         a6 += tab[b0, lo, 6] + tab[b1, hi, 6]
         a7 += tab[b0, lo, 7] + tab[b1, hi, 7]
     return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(cache=True)
+def to_blocked(rows, offsets, bw, slack):
+    """Row codes (E, nbytes) of partition-sorted entries -> the blocked layout scanned by LUT16.
+
+    Each partition's entries are cut into blocks of `bw` points (the last one ragged, w <= bw);
+    a block starting at entry eb keeps code byte kb of its w points at
+    ``eb * nbytes + kb * w + lane``. Same size as `rows`, plus `slack` zero bytes at the end.
+    """
+    e_total, nbytes = rows.shape
+    flat = np.zeros(e_total * nbytes + slack, np.uint8)
+    for p in range(offsets.shape[0] - 1):
+        for eb in range(offsets[p], offsets[p + 1], bw):
+            w = min(bw, offsets[p + 1] - eb)
+            c0 = eb * nbytes
+            for lane in range(w):
+                for kb in range(nbytes):
+                    flat[c0 + kb * w + lane] = rows[eb + lane, kb]
+    return flat
+
+
+@njit(cache=True)
+def to_rows(flat, offsets, bw, nbytes):
+    """Inverse of `to_blocked`: (E, nbytes) row codes."""
+    e_total = offsets[offsets.shape[0] - 1]
+    rows = np.empty((e_total, nbytes), np.uint8)
+    for p in range(offsets.shape[0] - 1):
+        for eb in range(offsets[p], offsets[p + 1], bw):
+            w = min(bw, offsets[p + 1] - eb)
+            c0 = eb * nbytes
+            for lane in range(w):
+                for kb in range(nbytes):
+                    rows[eb + lane, kb] = flat[c0 + kb * w + lane]
+    return rows
+
+
+@njit(cache=True)
+def part_bias_max(offsets, slots, slot_bias):
+    """Max of slot_bias over each partition's entries (-inf for empty partitions)."""
+    num_parts = offsets.shape[0] - 1
+    out = np.full(num_parts, -np.inf, np.float32)
+    for p in range(num_parts):
+        for e in range(offsets[p], offsets[p + 1]):
+            out[p] = max(out[p], slot_bias[slots[e]])
+    return out
 
 
 @njit(cache=True, parallel=True)

@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from paretoml.errors import NotFittedError
-from paretoml.retrieval import _kernels
+from paretoml.retrieval import _kernels, _simd
 from paretoml.retrieval.kmeans import assign, second_nearest, soar_assign, train_kmeans
 from paretoml.retrieval.quantizer import ProductQuantizer
 
@@ -223,7 +223,9 @@ class Index:
         self._data = np.zeros((0, d), self._rerank_np_dtype())  # re-rank copy, one row per slot
         self._norm_bias = np.zeros(0, np.float32)  # -|x|^2/2 per slot, held for l2 only
         self._entry_slot = np.zeros(0, np.int32)
+        # codes: (E, nbytes) rows for pq8; for ah4 the flat blocked layout of _kernels.to_blocked
         self._entry_codes = np.zeros((0, 0), np.uint8)
+        self._block_width = 32  # points per block of the ah4 layout (chosen in _set_entries)
         self._offsets = np.zeros(1, np.int64)
 
     # ------------------------------------------------------------------ properties
@@ -332,7 +334,7 @@ class Index:
         self._data = np.concatenate([self._data, self._to_rerank(x)])
         if cfg.metric == "l2":
             self._norm_bias = np.concatenate([self._norm_bias, -0.5 * np.einsum("ij,ij->i", x, x)]).astype(np.float32)
-        old_codes = self._entry_codes if len(self._entry_part) else codes[:0]
+        old_codes = self._row_codes() if len(self._entry_part) else codes[:0]
         self._set_entries(np.concatenate([self._entry_part, parts]),
                           np.concatenate([self._entry_slot, eslots]),
                           np.concatenate([old_codes, codes]))
@@ -358,11 +360,25 @@ class Index:
         return ids
 
     def _set_entries(self, parts, slots, codes) -> None:
+        """Install entries (partition, slot, row codes), sorted by partition; ah4 codes go to
+        the blocked layout (64-point blocks where AVX-512BW shuffles run, else 32)."""
         order = np.argsort(parts, kind="stable")
         self._entry_slot = np.ascontiguousarray(slots[order])
-        self._entry_codes = np.ascontiguousarray(codes[order])
         counts = np.bincount(parts, minlength=len(self._centres))
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        rows = np.ascontiguousarray(codes[order])
+        if self.config.quantizer == "ah4":
+            self._block_width = 64 if _simd.available_lanes() == 64 else 32
+            self._entry_codes = _kernels.to_blocked(rows, self._offsets, self._block_width, _simd.SLACK)
+        else:
+            self._entry_codes = rows
+
+    def _row_codes(self) -> np.ndarray:
+        """Codes of every entry as (E, nbytes) rows (ah4: undoing the blocked layout)."""
+        if self.config.quantizer != "ah4" or self._pq is None:
+            return self._entry_codes
+        nbytes = -(-self._pq.num_blocks // 2)
+        return _kernels.to_rows(self._entry_codes, self._offsets, self._block_width, nbytes)
 
     def remove(self, ids) -> int:
         """Remove the vectors with these ids; every id must be in the index. Returns the count."""
@@ -381,7 +397,7 @@ class Index:
             self._norm_bias = self._norm_bias[keep]
         ekeep = keep[self._entry_slot]
         self._set_entries(self._entry_part[ekeep], new_slot[self._entry_slot[ekeep]].astype(np.int32),
-                          self._entry_codes[ekeep])
+                          self._row_codes()[ekeep])
         return int(len(ids))
 
     # ------------------------------------------------------------------ search
@@ -456,8 +472,26 @@ class Index:
         bias_slot = self._bias()
         if cfg.quantizer == "ah4":
             lut8, scale, bias = self._pq.luts_u8(qs)
-            _kernels.scan_lut16(probes, base + bias[:, None], lut8, scale, self._offsets, self._entry_slot,
-                                self._entry_codes, bias_slot, threads, cand_s, cand_i, sizes, scored)
+            base += bias[:, None]
+            lanes = _simd.available_lanes()
+            if lanes:
+                # probes in rank order (best first) so that the top-k threshold rises early
+                order = np.argsort(-base, axis=1)  # base is <q, c> + a per-query constant
+                probes = np.take_along_axis(probes, order, axis=1)
+                base = np.ascontiguousarray(np.take_along_axis(base, order, axis=1))
+                nb = lut8.shape[1]
+                if nb % 2:  # the last byte's high nibble is padding: give it a zero table
+                    lut8 = np.concatenate([lut8, np.zeros((nq, 1, 16), np.uint8)], axis=1)
+                lut = lut8.reshape(nq, -1)
+                pbm = (_kernels.part_bias_max(self._offsets, self._entry_slot, bias_slot)
+                       if cfg.metric == "l2" else np.zeros(len(self._centres), np.float32))
+                kernel = _simd.scan_lut16_avx512 if lanes == 64 else _simd.scan_lut16_avx2
+                kernel(probes, base, lut, scale, self._offsets, self._entry_slot, self._entry_codes, pbm,
+                       bias_slot, self._block_width, cand_s, cand_i, sizes, scored)
+            else:
+                _kernels.scan_lut16(probes, base, lut8, scale, self._offsets, self._entry_slot,
+                                    self._entry_codes, bias_slot, self._block_width, threads, cand_s, cand_i,
+                                    sizes, scored)
         elif cfg.quantizer == "pq8":
             _kernels.scan_float_lut(probes, base, self._pq.luts(qs), self._offsets, self._entry_slot,
                                     self._entry_codes, bias_slot, 4 * threads, cand_s, cand_i,
@@ -512,7 +546,7 @@ class Index:
         try:
             arrays = {"centres": self._centres, "ids": self._ids, "data": self._data,
                       "norm_bias": self._norm_bias, "entry_part": self._entry_part,
-                      "entry_slot": self._entry_slot, "entry_codes": self._entry_codes}
+                      "entry_slot": self._entry_slot, "entry_codes": self._row_codes()}
             if self._rotation is not None:
                 arrays["rotation"] = self._rotation
             if self._pq is not None:

@@ -1,0 +1,282 @@
+"""x86 SIMD LUT16 scanning for numba: in-register byte shuffles (``vpshufb``) written as LLVM IR.
+
+numba has no vector types, but a ``numba.extending.intrinsic`` can emit LLVM IR directly, and
+LLVM's x86 back end turns ``llvm.x86.avx2.pshuf.b`` / ``llvm.x86.avx512.pshuf.b.512`` into
+``vpshufb`` on ymm / zmm registers. This module builds one such intrinsic per register width and
+the per-query scan kernels that call them; `available_lanes()` says which widths this process can
+run (the kernels are compiled lazily, so importing this module is safe on any CPU).
+
+Code layout it reads (built by `index.py`, see `_kernels.to_blocked`): the entries of each
+partition are cut into blocks of ``bw`` points (the last one ragged, width ``w <= bw``); a block
+starting at entry ``eb`` stores, for every code byte ``kb`` (4-bit subspace 2kb in the low nibble,
+2kb+1 in the high nibble), the ``w`` points' bytes contiguously at ``eb * nbytes + kb * w``. One
+vector load therefore brings 32 (or 64) points' codes for two subspaces. The flat code array has
+64 bytes of slack so that a load in a ragged block may read past its last point; those lanes are
+never used.
+
+Sums: each shuffle yields 32 (64) uint8 LUT entries. They are added as uint16 lanes (each lane =
+an even point's byte + 256 * the next odd point's byte) into one accumulator, and shifted right by
+8 into a second; at the end ``even = acc0 - (acc1 << 8)`` (mod 2^16) and ``odd = acc1``. Both are
+exact because the LUT levels keep every point's true sum below 2^16 (the same trick as faiss's
+fast-scan accumulators).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_PSHUFB = {32: "llvm.x86.avx2.pshuf.b", 64: "llvm.x86.avx512.pshuf.b.512"}
+SLACK = 64  # bytes after the last code that a ragged block's vector loads may touch
+
+
+def _host_lanes() -> int:
+    """Widest shuffle this process can compile and run: 64 (AVX-512BW), 32 (AVX2) or 0."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 0
+    from numba import config
+
+    # numba compiles for the host CPU unless told otherwise; a generic target has no AVX2
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+        return 0
+    try:
+        import llvmlite.binding as llvm
+
+        feats = llvm.get_host_cpu_features()
+    except Exception:  # noqa: BLE001 - no feature map: take the portable kernel
+        return 0
+    if not feats.get("avx2", False):
+        return 0
+    return 64 if feats.get("avx512bw", False) else 32
+
+
+HOST_LANES = _host_lanes()
+
+
+def available_lanes() -> int:
+    """Shuffle width the LUT16 scan uses: the host's, capped by ``PARETOML_RETRIEVAL_SIMD``
+    (``0`` forces the portable kernel, ``32`` AVX2 only)."""
+    cap = os.environ.get("PARETOML_RETRIEVAL_SIMD")
+    if cap is None or cap == "":
+        return HOST_LANES
+    try:
+        cap_i = int(cap)
+    except ValueError:
+        raise ValueError(f"PARETOML_RETRIEVAL_SIMD must be 0, 32 or 64, got {cap!r}") from None
+    if cap_i not in (0, 32, 64):
+        raise ValueError(f"PARETOML_RETRIEVAL_SIMD must be 0, 32 or 64, got {cap!r}")
+    return min(cap_i, HOST_LANES)
+
+
+def _splat(ty: ir.VectorType, value: int) -> ir.Constant:
+    return ir.Constant(ty, [ir.Constant(ty.element, value)] * ty.count)
+
+
+def _make_block_sums(lanes: int):
+    """An intrinsic ``f(codes, cbase, stride, nbytes, lut, lbase, out)`` that writes, for the
+    `lanes` points ``i`` of one block, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)] +
+    lut[lbase + 32kb + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` (uint16)."""
+    v8 = ir.VectorType(_I8, lanes)
+    v16 = ir.VectorType(_I16, lanes // 2)
+    out_ty = ir.VectorType(_I16, lanes)
+    lut_ty = ir.VectorType(_I8, 16)
+    # broadcast a 16-byte table into every 128-bit lane (vpshufb looks up within 128-bit lanes)
+    dup = ir.Constant(ir.VectorType(_I32, lanes), [i % 16 for i in range(lanes)])
+    # interleave even / odd point sums back into point order
+    inter = ir.Constant(ir.VectorType(_I32, lanes), [j for i in range(lanes // 2) for j in (i, lanes // 2 + i)])
+
+    def block_sums(typingctx, codes, cbase, stride, nbytes, lut, lbase, out):
+        if not (isinstance(codes, types.Array) and codes.dtype == types.uint8 and codes.ndim == 1
+                and isinstance(lut, types.Array) and lut.dtype == types.uint8 and lut.ndim == 1
+                and isinstance(out, types.Array) and out.dtype == types.uint16 and out.ndim == 1):
+            return None
+        sig = types.void(codes, types.int64, types.int64, types.int64, lut, types.int64, out)
+
+        def codegen(context, builder, signature, args):
+            ca, cb0, stride_v, nb, la, lb0, oa = args
+            cdata = context.make_array(signature.args[0])(context, builder, ca).data
+            ldata = context.make_array(signature.args[4])(context, builder, la).data
+            odata = context.make_array(signature.args[6])(context, builder, oa).data
+            fnty = ir.FunctionType(v8, [v8, v8])
+            pshufb = cgutils.get_or_insert_function(builder.module, fnty, _PSHUFB[lanes])
+            acc0 = cgutils.alloca_once_value(builder, _splat(v16, 0))
+            acc1 = cgutils.alloca_once_value(builder, _splat(v16, 0))
+            m4 = _splat(v8, 15)
+            four = _splat(v8, 4)
+            eight = _splat(v16, 8)
+            with cgutils.for_range(builder, nb) as loop:
+                kb = loop.index
+                cptr = builder.gep(cdata, [builder.add(cb0, builder.mul(kb, stride_v))])
+                c = builder.load(builder.bitcast(cptr, v8.as_pointer()), align=1)
+                lptr = builder.gep(ldata, [builder.add(lb0, builder.shl(kb, ir.Constant(_I64, 5)))])
+                tlo = builder.load(builder.bitcast(lptr, lut_ty.as_pointer()), align=1)
+                hptr = builder.gep(lptr, [ir.Constant(_I64, 16)])
+                thi = builder.load(builder.bitcast(hptr, lut_ty.as_pointer()), align=1)
+                tlo = builder.shuffle_vector(tlo, tlo, dup)
+                thi = builder.shuffle_vector(thi, thi, dup)
+                lo = builder.and_(c, m4)
+                hi = builder.and_(builder.lshr(c, four), m4)
+                r0 = builder.bitcast(builder.call(pshufb, [tlo, lo]), v16)
+                r1 = builder.bitcast(builder.call(pshufb, [thi, hi]), v16)
+                builder.store(builder.add(builder.load(acc0), builder.add(r0, r1)), acc0)
+                odd = builder.add(builder.lshr(r0, eight), builder.lshr(r1, eight))
+                builder.store(builder.add(builder.load(acc1), odd), acc1)
+            a0 = builder.load(acc0)
+            a1 = builder.load(acc1)
+            even = builder.sub(a0, builder.shl(a1, eight))
+            res = builder.shuffle_vector(even, a1, inter)
+            builder.store(res, builder.bitcast(odata, out_ty.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    block_sums.__name__ = f"block_sums_{lanes}"
+    return intrinsic(block_sums)
+
+
+block_sums_32 = _make_block_sums(32)
+block_sums_64 = _make_block_sums(64)
+
+
+@njit(cache=True)
+def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out):
+    """Sums of a block of `w` (<= 64) points whose code bytes have stride `w`, into out[:w]."""
+    block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32])
+    if w > 32:
+        block_sums_32(codes, cbase + 32, w, nbytes, lut, lbase, out[32:])
+
+
+@njit(cache=True)
+def lut16_block_avx512(codes, cbase, w, nbytes, lut, lbase, out):
+    """As `lut16_block_avx2` with one 64-byte shuffle per subspace pair for blocks of > 32 points."""
+    if w > 32:
+        block_sums_64(codes, cbase, w, nbytes, lut, lbase, out)
+    else:
+        block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32])
+
+
+@njit(cache=True, inline="always")
+def _int_threshold(thr, base, scale, bias_max):
+    """Largest integer LUT sum that surely scores <= thr: blocks whose every sum is at most this
+    are skipped (two LUT steps of margin for float rounding); -1 when nothing can be skipped."""
+    if thr == -np.inf:
+        return -1
+    t = (thr - base - bias_max) / scale - 2.0
+    if t < 0.0:
+        return -1
+    if t > 70000.0:
+        return 70000
+    return int(t)
+
+
+@njit(cache=True, inline="always")
+def _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+              cand_s, cand_i, sizes, scored, out, block_fn):
+    cap = cand_s.shape[1]
+    nbytes = lut.shape[1] // 32
+    size = sizes[q]
+    thr = cand_s[q, 0] if size == cap else -np.inf
+    sc = scale[q]
+    for li in range(probes.shape[1]):
+        p = probes[q, li]
+        if p < 0:
+            continue
+        e0 = offsets[p]
+        e1 = offsets[p + 1]
+        scored[q] += e1 - e0
+        b = base[q, li]
+        bmax = part_bias_max[p]
+        ithr = _int_threshold(thr, b, sc, bmax)
+        for eb in range(e0, e1, bw):
+            w = min(bw, e1 - eb)
+            block_fn(codes, eb * nbytes, w, nbytes, lut[q], 0, out)
+            m = 0
+            for i in range(w):
+                m = max(m, np.int64(out[i]))
+            if m <= ithr:
+                continue
+            for i in range(w):
+                slot = slots[eb + i]
+                s = b + sc * np.float32(out[i]) + slot_bias[slot]
+                if s > thr:
+                    size = _push(cand_s, cand_i, q, size, s, slot)
+                    if size == cap:
+                        thr = cand_s[q, 0]
+                        ithr = _int_threshold(thr, b, sc, bmax)
+    sizes[q] = size
+
+
+@njit(cache=True, inline="always")
+def _push(cand_s, cand_i, q, size, s, idx):
+    """Min-heap push of (s, idx) into row q (same rule as `_kernels._heap_push`)."""
+    hs = cand_s[q]
+    hi = cand_i[q]
+    cap = hs.shape[0]
+    if size < cap:
+        pos = size
+        size += 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if hs[parent] <= s:
+                break
+            hs[pos] = hs[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hs[pos] = s
+        hi[pos] = idx
+        return size
+    if s <= hs[0]:
+        return size
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= cap:
+            break
+        if c + 1 < cap and hs[c + 1] < hs[c]:
+            c += 1
+        if hs[c] >= s:
+            break
+        hs[pos] = hs[c]
+        hi[pos] = hi[c]
+        pos = c
+    hs[pos] = s
+    hi[pos] = idx
+    return size
+
+
+@njit(cache=True, parallel=True)
+def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                    cand_s, cand_i, sizes, scored):
+    """LUT16 scan of every query's probed partitions with AVX2 shuffles, one query per task.
+
+    Args:
+        probes: (nq, L) int32 partitions in probe order (-1 = none).
+        base: (nq, L) float32 score offset of (query, probe): <q, centre> + LUT bias.
+        lut: (nq, 32 * nbytes) uint8 LUTs, 16 entries per subspace (even count, zero-padded).
+        scale: (nq,) float32 LUT step.  offsets: (P+1,) int64 partition entry ranges.
+        slots: (E,) int32 slot per entry.  codes: blocked codes (see the module docstring).
+        part_bias_max: (P,) float32 max of slot_bias over each partition's entries.
+        slot_bias: (N,) float32 per-slot score offset.  bw: block width of the layout.
+        cand_s, cand_i, sizes, scored: as `_kernels.scan_lut16`.
+    """
+    for q in prange(probes.shape[0]):
+        out = np.empty(64, np.uint16)
+        _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                  cand_s, cand_i, sizes, scored, out, lut16_block_avx2)
+
+
+@njit(cache=True, parallel=True)
+def scan_lut16_avx512(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                      cand_s, cand_i, sizes, scored):
+    """`scan_lut16_avx2` with 64-byte (AVX-512BW) shuffles for blocks of more than 32 points."""
+    for q in prange(probes.shape[0]):
+        out = np.empty(64, np.uint16)
+        _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                  cand_s, cand_i, sizes, scored, out, lut16_block_avx512)

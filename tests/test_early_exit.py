@@ -44,7 +44,7 @@ def test_threshold_one_is_exactly_full_depth():
     full = decode.generate(m, prompts, decode.DecodeConfig(max_new_tokens=12))
     res = ee.generate(m, heads, prompts, ee.EarlyExitConfig(threshold=1.0, max_new_tokens=12))
     assert torch.equal(res.tokens, full)
-    assert res.mean_layers == 4.0 and res.layers_used.shape == (12,)
+    assert res.mean_layers == 4.0 and res.layers_used.shape == (3, 12)
 
 
 def test_threshold_zero_exits_at_the_first_tested_layer():
@@ -53,9 +53,9 @@ def test_threshold_zero_exits_at_the_first_tested_layer():
     # tau huge: λ_t = 0.1·e^{−τt/N} ≈ 0 for t ≥ 1, and the top-1 − top-2 margin is always >= 0
     cfg = ee.EarlyExitConfig(threshold=0.0, tau=1e6, min_layer=2, max_new_tokens=10)
     res = ee.generate(m, heads, _prompts(1), cfg)
-    assert (res.layers_used[1:] == 2).all()
+    assert (res.layers_used[:, 1:] == 2).all()
     cfg2 = ee.EarlyExitConfig(threshold=0.0, tau=1e6, min_layer=1, exit_every=3, max_new_tokens=10)
-    assert (ee.generate(m, heads, _prompts(1), cfg2).layers_used[1:] == 3).all()
+    assert (ee.generate(m, heads, _prompts(1), cfg2).layers_used[:, 1:] == 3).all()
 
 
 def test_write_kv_fills_skipped_layers_from_the_exit_state():
@@ -74,6 +74,79 @@ def test_write_kv_fills_skipped_layers_from_the_exit_state():
     k = _rope(k, *m.rope(3, 1))
     torch.testing.assert_close(lm.k[2, :, :, 3:4], k)
     torch.testing.assert_close(lm.v[2, :, :, 3:4], v)
+
+
+def test_fused_kv_fill_equals_per_layer_write_kv():
+    for kw in ({}, dict(pos="learned", norm="layernorm", mlp="gelu", bias=True)):  # Llama and GPT-2 parts
+        m = _model(**kw)
+        with torch.no_grad():  # non-trivial norm weights (and biases)
+            for blk in m.blocks:
+                blk.ln_1.weight.uniform_(0.5, 1.5)
+                if getattr(blk.ln_1, "bias", None) is not None:
+                    blk.ln_1.bias.uniform_(-0.2, 0.2)
+        a, b = decode.StaticLM(m, 2, 16), decode.StaticLM(m, 2, 16)
+        ctx = a.context(1, torch.tensor([3, 7]))
+        h = torch.randn(2, 1, 32, dtype=torch.float64)
+        ee._KVFill(a)(0, h, ctx)
+        for j in range(1, 4):
+            b.write_kv(j, h, ctx)
+        torch.testing.assert_close(a.k, b.k, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a.v, b.v, rtol=1e-10, atol=1e-12)
+        assert a.k[0].abs().sum() == 0 and a.k[1:, 0, :, 3].abs().sum() > 0  # layer 0 untouched, 1.. written
+
+
+def _exiting(m, heads):
+    """A threshold at which some tokens exit early and others not (this model's margins spread
+    over [0, 1], median ~0.6); tau = 0: λ_t = 0.9·0.8 + 0.1 at every step."""
+    return ee.EarlyExitConfig(threshold=0.8, tau=0.0, min_layer=1, exit_every=1, max_new_tokens=12)
+
+
+def test_per_row_batched_exits_equal_one_row_at_a_time():
+    m = _model()
+    heads = ee.ExitHeads(m)
+    cfg = _exiting(m, heads)
+    prompts = _prompts(5, length=6) + [torch.tensor([1, 2, 3])]  # a shorter prompt: right padding
+    batched = ee.generate(m, heads, prompts, cfg)
+    lay = []
+    for i, p in enumerate(prompts):
+        one = ee.generate(m, heads, [p], cfg)  # the graphed runner path (eager on the CPU)
+        assert torch.equal(batched.tokens[i], one.tokens[0])
+        assert torch.equal(batched.layers_used[i], one.layers_used[0])
+        lay.append(one.layers_used)
+    used = torch.cat(lay)
+    assert (used < 4).any() and (used == 4).any(), used  # the test exercises exits and full depth
+    assert batched.mean_layers == pytest.approx(float(used.mean()))
+
+
+def test_exit_loss_is_the_weighted_per_layer_lm_loss():
+    m = _model()
+    heads = ee.ExitHeads(m)
+    x = torch.randint(0, 13, (2, 9), generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 13, (2, 9), generator=torch.Generator().manual_seed(4))
+    loss, per = ee.exit_loss(m, heads, x, y)
+    hs = ee._hidden_states(m, x)
+    with torch.no_grad():
+        ref = [torch.nn.functional.cross_entropy(heads.logits(m, i, hs[i]).flatten(0, 1), y.flatten()) for i in range(4)]
+    assert per == pytest.approx([float(r) for r in ref], rel=1e-6)
+    assert float(loss) == pytest.approx(sum((i + 1) / 10 * float(r) for i, r in enumerate(ref)), rel=1e-6)
+    assert per[-1] == pytest.approx(float(m(x, y).loss), rel=1e-6)  # the last exit is the model itself
+    assert ee.exit_weights(4).tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="one entry per layer"):
+        ee.exit_loss(m, heads, x, y, weights=[1.0, 1.0])
+
+
+def test_finetune_with_exits_makes_early_layers_predictive():
+    m = _model().float()
+    heads = ee.ExitHeads(m)
+    data = torch.arange(3000) % 13  # a deterministic cycle: every layer can learn it
+    x, y = data[:64].view(2, 32), data[1:65].view(2, 32)
+    before = ee.exit_loss(m, heads, x, y)[1]
+    w0 = m.blocks[0].attn.qkv.weight.detach().clone()
+    losses = ee.train_exit_heads(m, heads, data, steps=30, batch_size=8, seq_len=32, lr=1e-2, finetune_model=True)
+    after = ee.exit_loss(m, heads, x, y)[1]
+    assert losses[-1] < losses[0]
+    assert after[0] < before[0] - 1.0, (before, after)  # the first exit learned, not only the last
+    assert not torch.equal(m.blocks[0].attn.qkv.weight, w0)  # the model itself was trained
 
 
 def test_train_exit_heads_lowers_the_loss():

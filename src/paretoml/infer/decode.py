@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from paretoml.models.gpt import GPT, RMSNorm
+from paretoml.models.gpt import GPT, MLP, RMSNorm
 
 __all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs"]
 
@@ -101,7 +101,7 @@ def sample_from(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 class _StepContext:
     positions: torch.Tensor  # (B, T) absolute position of each new token
     mask: torch.Tensor  # (B, 1, T, S) bool: key position <= query position
-    rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (B, T, 1, hs/2)
+    rope: torch.Tensor | None  # complex rotations e^{iθ} (B, T, 1, hs/2)
 
 
 class StaticLM:
@@ -126,6 +126,10 @@ class StaticLM:
         self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.key_pos = torch.arange(max_len, device=p.device)
+        # RoPE as one complex multiply: interleaved pairs (x0, x1) are exactly complex numbers
+        self.rot = torch.complex(model.rope_cos, model.rope_sin) if cfg.pos == "rope" else None
+        # residual adds fused into the output GEMMs (x + y·Wᵀ by addmm) where the layers have no bias
+        self._fuse = not cfg.bias and all(isinstance(b.ffn, MLP) for b in model.blocks)
 
     @property
     def device(self) -> torch.device:
@@ -139,7 +143,7 @@ class StaticLM:
             mask = mask.repeat(1, 1, g, 1)  # (B, 1, g·T, S), row j·T + t ↔ query t
         rope = None
         if self.cfg.pos == "rope":
-            rope = (self.model.rope_cos[positions][:, :, None], self.model.rope_sin[positions][:, :, None])
+            rope = self.rot[positions][:, :, None]  # (B, T, 1, hs/2)
         return _StepContext(positions, mask, rope)
 
     def embed(self, tokens: torch.Tensor, ctx: _StepContext) -> torch.Tensor:
@@ -155,10 +159,8 @@ class StaticLM:
         nh, nkv, hs = cfg.n_head, cfg.kv_heads, cfg.head_dim
         qkv = self.model.blocks[i].attn.qkv(h).view(B, T, nh + 2 * nkv, hs)
         qk, v = qkv[:, :, : nh + nkv], qkv[:, :, nh + nkv :]
-        if ctx.rope is not None:  # rotate interleaved pairs, as GPT does, q and k in one go
-            cos, sin = ctx.rope
-            x0, x1 = qk[..., 0::2].float(), qk[..., 1::2].float()
-            qk = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(h)
+        if ctx.rope is not None:  # rotate interleaved pairs, as GPT does, q and k in one kernel
+            qk = _rotate(qk, ctx.rope).type_as(h)
         q = qk[:, :, :nh].transpose(1, 2)
         idx = ctx.positions[:, None, :, None].expand(B, nkv, T, hs)
         self.k[i].scatter_(2, idx, qk[:, :, nh:].transpose(1, 2))
@@ -175,8 +177,18 @@ class StaticLM:
         # head h uses kv head h // g, so fold the g query heads of each kv head into the query axis
         qf = q.reshape(B, nkv, (cfg.n_head // nkv) * T, cfg.head_dim)
         y = F.scaled_dot_product_attention(qf, self.k[i], self.v[i], attn_mask=ctx.mask)
-        y = y.reshape(B, cfg.n_head, T, cfg.head_dim)
-        x = x + blk.attn.proj(y.transpose(1, 2).reshape(B, T, C))
+        y = y.reshape(B, cfg.n_head, T, cfg.head_dim).transpose(1, 2).reshape(B * T, C)
+        if self._fuse:  # x + y·Wᵀ in one GEMM (cuBLAS epilogue); the same rounding as two ops in float32
+            x = torch.addmm(x.reshape(B * T, C), y, blk.attn.proj.weight.t()).view(B, T, C)
+            mlp = blk.ffn
+            u = mlp.up(_norm(blk.ln_2, x))
+            if mlp.swiglu:
+                gate, val = u.chunk(2, dim=-1)
+                u = F.silu(gate) * val
+            else:
+                u = F.gelu(u, approximate="tanh")
+            return torch.addmm(x.reshape(B * T, C), u.reshape(B * T, -1), mlp.down.weight.t()).view(B, T, C)
+        x = x + blk.attn.proj(y.view(B, T, C))
         out = blk.ffn(_norm(blk.ln_2, x))
         if hasattr(out, "aux_loss"):  # an MoE FFN returns an object with .out
             out = out.out
@@ -196,6 +208,13 @@ class StaticLM:
         for i in range(self.cfg.n_layer):
             x = self.block(i, x, ctx)
         return self.logits(x)
+
+
+def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (..., hs) by complex rot (broadcast to (..., hs/2)); float32+ result."""
+    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    xc = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rot).flatten(-2)
 
 
 def _norm(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

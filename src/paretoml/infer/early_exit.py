@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paretoml.infer.decode import (DecodeConfig, Graphed, StaticLM, _norm, check_context, pack_prompts,
-                                   use_graphs)
+from paretoml.infer.decode import (DecodeConfig, Graphed, StaticLM, _norm, _rotate, check_context,
+                                   pack_prompts, use_graphs)
 from paretoml.infer.decode import generate as full_generate
 from paretoml.models.gpt import GPT, _norm as _make_norm
 
-__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "train_exit_heads", "calibrate",
+__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "exit_weights", "exit_loss", "train_exit_heads", "calibrate",
            "CalibrationResult", "generate", "hb_p_value"]
 
 _MEASURES = ("softmax", "saturation")
@@ -64,8 +64,8 @@ class EarlyExitConfig:
 
 @dataclass(frozen=True)
 class EarlyExitResult:
-    """tokens (B, max_new_tokens); layers_used (max_new_tokens,) layers run per token (the
-    batch exits together); mean_layers: their mean."""
+    """tokens (B, max_new_tokens); layers_used (B, max_new_tokens) layers run per token and
+    row; mean_layers: their mean."""
 
     tokens: torch.Tensor
     layers_used: torch.Tensor
@@ -92,38 +92,77 @@ class ExitHeads(nn.Module):
         return model.lm_head(_norm(norm, h))
 
 
+def exit_weights(n_layer: int) -> torch.Tensor:
+    """CALM's weights of the per-layer LM losses: w_i = i / Σ_j j (i = 1..L, increasing with depth)."""
+    w = torch.arange(1, n_layer + 1, dtype=torch.float32)
+    return w / w.sum()
+
+
+def exit_loss(model: GPT, heads: ExitHeads, x: torch.Tensor, y: torch.Tensor,
+              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
+    """CALM's training objective: Σ_i w_i · CE(exit head i(h_i), y) over all L layers (the last is
+    the model's own head), w from `exit_weights` unless given. Runs the model in its current mode
+    (dropout on in training) with gradients. Returns the loss and the per-layer losses (floats).
+    Use it in place of the plain LM loss to train (or fine-tune) a model whose intermediate
+    layers can exit confidently."""
+    _check(model, heads, "early_exit.exit_loss")
+    L = model.cfg.n_layer
+    w = (exit_weights(L) if weights is None else torch.as_tensor(weights, dtype=torch.float32)).to(x.device)
+    if w.shape != (L,):
+        raise ValueError(f"exit_loss: weights must have one entry per layer ({L}), got shape {tuple(w.shape)}")
+    h = model.embed(x)
+    rope = model.rope(0, x.shape[1])
+    loss, per = 0.0, []
+    for i, blk in enumerate(model.blocks):
+        h, _ = blk(h, rope)
+        ce = F.cross_entropy(heads.logits(model, i, h).float().flatten(0, 1), y.flatten())
+        loss = loss + w[i] * ce
+        per.append(ce.detach())
+    return loss, [float(c) for c in torch.stack(per).cpu()]
+
+
 def train_exit_heads(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps: int = 200,
-                     batch_size: int = 32, seq_len: int = 128, lr: float = 3e-3,
+                     batch_size: int = 32, seq_len: int = 128, lr: float = 3e-3, finetune_model: bool = False,
                      generator: torch.Generator | None = None) -> list[float]:
-    """Fit the exit norms (model frozen) to the next token, layer i weighted ∝ i (CALM's weighting)
-    plus a KL term toward the full model's prediction (consistency is what calibration asks for).
+    """Fit the exit heads to the data. With `finetune_model=False` the model is frozen and only the
+    exit norms learn (next token, layer i weighted ∝ i, plus a KL term toward the full model's
+    prediction); with True the model is fine-tuned jointly with its exits on `exit_loss` (CALM's
+    recipe: intermediate layers only become confident when the stack is trained for it).
     Returns the loss per step."""
     if not isinstance(data, torch.Tensor) or data.dim() != 1 or len(data) <= seq_len:
         raise ValueError(f"train_exit_heads: data must be a 1-D token tensor longer than seq_len={seq_len}")
+    _check(model, heads, "early_exit.train_exit_heads")
     device = next(model.parameters()).device
     g = generator or torch.Generator().manual_seed(0)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.Adam(heads.parameters(), lr=lr)
     L = model.cfg.n_layer
-    w = torch.arange(1, L, dtype=torch.float32, device=device)
-    w = w / w.sum()
+    params = list(heads.parameters()) + (list(model.parameters()) if finetune_model else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    w = exit_weights(L - 1).to(device)
     losses = []
+    was_training = model.training
+    if not finetune_model:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    else:
+        model.train()
     try:
         for _ in range(steps):
             starts = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)
             ix = starts[:, None] + torch.arange(seq_len)
             x, y = data[ix].to(device), data[ix + 1].to(device)
-            hs = _hidden_states(model, x)  # L × (B, T, C)
-            with torch.no_grad():
-                full = F.log_softmax(model.lm_head(model.ln_f(hs[-1])).float(), -1)
-            loss = 0.0
-            for i in range(L - 1):
-                lg = heads.logits(model, i, hs[i]).float()
-                ce = F.cross_entropy(lg.flatten(0, 1), y.flatten())
-                kl = F.kl_div(F.log_softmax(lg, -1), full, log_target=True, reduction="batchmean") / seq_len
-                loss = loss + w[i] * (ce + kl)
+            if finetune_model:
+                loss, _ = exit_loss(model, heads, x, y)
+            else:
+                hs = _hidden_states(model, x)  # L × (B, T, C)
+                with torch.no_grad():
+                    full = F.log_softmax(model.lm_head(model.ln_f(hs[-1])).float(), -1)
+                loss = 0.0
+                for i in range(L - 1):
+                    lg = heads.logits(model, i, hs[i]).float()
+                    ce = F.cross_entropy(lg.flatten(0, 1), y.flatten())
+                    kl = F.kl_div(F.log_softmax(lg, -1), full, log_target=True, reduction="batchmean") / seq_len
+                    loss = loss + w[i] * (ce + kl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -131,6 +170,7 @@ def train_exit_heads(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps:
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
+        model.train(was_training)
     return losses
 
 
@@ -145,27 +185,91 @@ def _hidden_states(model: GPT, x: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def _candidates(L: int, cfg: EarlyExitConfig) -> list[int]:
+    """0-based layers after which an exit is tested (never the last)."""
+    return [i for i in range(L - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0]
+
+
+def _confidence(model: GPT, heads: ExitHeads, i: int, x: torch.Tensor, prev: torch.Tensor,
+                measure: str) -> torch.Tensor:
+    """Per-row confidence (B,) of exiting after layer i with state x (B, 1, C); prev: the layer's input."""
+    if measure == "saturation":
+        return F.cosine_similarity(x.float(), prev.float(), dim=-1)[:, 0]
+    top2 = torch.softmax(heads.logits(model, i, x).float(), -1).topk(2, -1).values[:, 0]
+    return top2[:, 0] - top2[:, 1]
+
+
+class _KVFill:
+    """State propagation for CALM in one GEMM: keys/values of layers i+1..L−1 from the exit state.
+
+    Layer j's K/V are W_j·(norm_j(x)) + b_j; with norm_j(x) = x̂ ⊙ γ_j + β_j (x̂ the normalised x,
+    one eps for all layers) that is (W_j ⊙ γ_j) x̂ + (W_j β_j + b_j): the K/V rows of all layers,
+    scaled by their norm weights, stack into one (Σ_j 2·nkv·hs, C) matrix whose row blocks from
+    layer i+1 on serve an exit after layer i. One normalisation, one GEMM, one rotation and two
+    scatters replace (L−1−i) × five kernels."""
+
+    def __init__(self, lm: StaticLM):
+        m, cfg = lm.model, lm.cfg
+        self.lm, self.kv = lm, 2 * cfg.kv_heads * cfg.head_dim
+        qdim = cfg.n_head * cfg.head_dim
+        ws, bs = [], []
+        for blk in m.blocks:
+            ln, lin = blk.ln_1, blk.attn.qkv
+            W = lin.weight[qdim:]  # (2·nkv·hs, C): the K and V rows
+            b = lin.bias[qdim:] if lin.bias is not None else torch.zeros_like(W[:, 0])
+            gamma = ln.weight if ln.weight is not None else torch.ones_like(W[0])
+            beta = getattr(ln, "bias", None)
+            ws.append(W * gamma[None])
+            bs.append(b + (W @ beta if beta is not None else 0))
+        self.W, self.b = torch.cat(ws).detach(), torch.cat(bs).detach()
+        eps = {getattr(blk.ln_1, "eps", None) for blk in m.blocks}
+        self.eps = eps.pop() if len(eps) == 1 else None  # None: norms differ, fall back per layer
+        self.rms = cfg.norm == "rmsnorm"
+
+    def __call__(self, i: int, x: torch.Tensor, ctx) -> None:
+        lm, cfg = self.lm, self.lm.cfg
+        L = cfg.n_layer
+        if i + 1 >= L:
+            return
+        if self.eps is None:
+            for j in range(i + 1, L):
+                lm.write_kv(j, x, ctx)
+            return
+        B, T, C = x.shape
+        xh = F.rms_norm(x, (C,), None, self.eps) if self.rms else F.layer_norm(x, (C,), None, None, self.eps)
+        n = L - 1 - i
+        kv = F.linear(xh, self.W[(i + 1) * self.kv :], self.b[(i + 1) * self.kv :])  # (B, T, n·2·nkv·hs)
+        kv = kv.view(B, T, n, 2, cfg.kv_heads, cfg.head_dim)
+        k, v = kv[:, :, :, 0], kv[:, :, :, 1]  # (B, T, n, nkv, hs)
+        if ctx.rope is not None:
+            k = _rotate(k, ctx.rope[:, :, None]).type_as(x)
+        idx = ctx.positions[None, :, None, :, None].expand(n, B, cfg.kv_heads, T, cfg.head_dim)
+        lm.k[i + 1 :].scatter_(3, idx, k.permute(2, 0, 3, 1, 4))
+        lm.v[i + 1 :].scatter_(3, idx, v.permute(2, 0, 3, 1, 4))
+
+
 class _Runner:
-    """Static buffers and the graphed pieces of one early-exit decode step: one graph per
-    segment of layers between tested layers (one host sync per test), one per exit point."""
+    """Static buffers and the graphed pieces of one early-exit decode step (B = 1 for per-sequence
+    exits): one graph per segment of layers between tested layers (the first also embeds the
+    token), one host sync per tested layer, one graph per exit point (fused K/V fill + argmax)."""
 
     @torch.no_grad()
     def __init__(self, model: GPT, heads: ExitHeads, B: int, S: int, cfg: EarlyExitConfig):
         dev = next(model.parameters()).device
         self.model, self.heads, self.cfg = model, heads, cfg
         L = model.cfg.n_layer
-        self.candidates = [i for i in range(L - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0]
+        self.candidates = _candidates(L, cfg)
         ends = self.candidates + [L - 1]
         self.segments = list(zip([0] + [e + 1 for e in ends[:-1]], ends))  # inclusive (first, last) layers
         self.lm = StaticLM(model, B, S)
+        self.fill = _KVFill(self.lm)
         self.seq = torch.zeros(B, S + 1, dtype=torch.long, device=dev)
         self.n = torch.full((B,), 2, dtype=torch.long, device=dev)
         self.x = torch.zeros(B, 1, model.cfg.n_embd, device=dev, dtype=self.lm.k.dtype)
         self.conf = torch.zeros((), device=dev)
-        self.ctx = self.lm.context(1, self.n - 1)  # static tensors, refreshed by the embed graph
+        self.ctx = self.lm.context(1, self.n - 1)  # static tensors, refreshed by the first segment
         graphs = use_graphs(dev, cfg.cuda_graphs)
         pool = torch.cuda.graph_pool_handle() if graphs else None
-        self.embed = Graphed(self._embed, graphs, pool)
         self.segment = [Graphed(lambda a=a, b=b: self._segment(a, b), graphs, pool) for a, b in self.segments]
         self.exit = {}
         for i in ends:  # capture runs _exit (n += 1) a few times: keep positions in range
@@ -177,27 +281,22 @@ class _Runner:
         self.ctx.positions.copy_(c.positions)
         self.ctx.mask.copy_(c.mask)
         if c.rope is not None:
-            self.ctx.rope[0].copy_(c.rope[0])
-            self.ctx.rope[1].copy_(c.rope[1])
+            self.ctx.rope.copy_(c.rope)
         self.x.copy_(self.lm.embed(self.seq.gather(1, (self.n - 1)[:, None]), self.ctx))
 
     def _segment(self, a: int, b: int):
+        if a == 0:
+            self._embed()
         x = self.x
         for i in range(a, b + 1):
             prev, x = x, self.lm.block(i, x, self.ctx)
         self.x.copy_(x)
         if b == self.model.cfg.n_layer - 1:
             return
-        if self.cfg.measure == "saturation":
-            c = F.cosine_similarity(x.float(), prev.float(), dim=-1)  # (B, 1)
-        else:
-            top2 = torch.softmax(self.heads.logits(self.model, b, x).float(), -1).topk(2, -1).values
-            c = top2[..., 0] - top2[..., 1]
-        self.conf.copy_(c.min())  # the batch exits together
+        self.conf.copy_(_confidence(self.model, self.heads, b, x, prev, self.cfg.measure).min())  # batch exits together
 
     def _exit(self, i: int):
-        for j in range(i + 1, self.model.cfg.n_layer):  # skipped layers' K/V from the exit state
-            self.lm.write_kv(j, self.x, self.ctx)
+        self.fill(i, self.x, self.ctx)  # skipped layers' K/V from the exit state
         nxt = self.heads.logits(self.model, i, self.x)[:, 0].argmax(-1)
         self.seq.scatter_(1, self.n[:, None], nxt[:, None])
         self.n.add_(1)
@@ -220,7 +319,8 @@ def _check(model, heads, where: str) -> None:
 @torch.no_grad()
 def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyExitConfig,
             forced: torch.Tensor | None = None) -> EarlyExitResult:
-    """One decode on a runner whose graphs are captured already (the threshold lives on the host).
+    """One decode on a runner whose graphs are captured already (the threshold lives on the host;
+    the batch exits together).
 
     With `forced` (B, max_new_tokens) the model is fed those tokens instead of its own
     (teacher forcing on the full model's output): the returned tokens are then the per-step
@@ -236,7 +336,6 @@ def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyE
     used, preds = [], []
     for t in range(cfg.max_new_tokens):
         lam = _threshold(cfg, t)
-        r.embed()
         exit_at = last
         for k, (a, b) in enumerate(r.segments):
             r.segment[k]()
@@ -249,7 +348,7 @@ def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyE
             pos = (r.n - 1)[:, None]
             preds.append(r.seq.gather(1, pos)[:, 0])
             r.seq.scatter_(1, pos, forced[:, t : t + 1])
-    layers = torch.tensor(used, dtype=torch.float32)
+    layers = torch.tensor(used, dtype=torch.float32)[None].expand(B, -1)
     if forced is not None:
         return EarlyExitResult(torch.stack(preds, 1), layers, float(layers.mean()))
     idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=device)
@@ -257,14 +356,64 @@ def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyE
 
 
 @torch.no_grad()
+def _decode_rows(model: GPT, heads: ExitHeads, padded: torch.Tensor, lengths: torch.Tensor,
+                 cfg: EarlyExitConfig, forced: torch.Tensor | None = None) -> EarlyExitResult:
+    """Per-row exits for a whole batch, without host syncs: every layer runs for every row, but
+    a row that has exited keeps its exit state, which feeds the later layers' K/V writes (exactly
+    CALM's state propagation) while their outputs are discarded. The same tokens and exit layers
+    as decoding each row alone with `_decode` (a test checks it); the cost is full depth, so this
+    serves calibration and batched per-sequence exits, not speed. `forced` as in `_decode`."""
+    B, P = padded.shape
+    device = padded.device
+    L, N = model.cfg.n_layer, cfg.max_new_tokens
+    lm = StaticLM(model, B, P + N)
+    seq = torch.zeros(B, P + N + 1, dtype=torch.long, device=device)
+    seq[:, :P] = padded
+    n = lengths.clone()
+    lm.forward(padded, torch.zeros(B, dtype=torch.long, device=device))
+    cands = set(_candidates(L, cfg))
+    preds, used = [], []
+    rows = torch.arange(B, device=device)
+    for t in range(N):
+        lam = _threshold(cfg, t)
+        ctx = lm.context(1, n - 1)
+        x = lm.embed(seq[rows, n - 1][:, None], ctx)
+        exited = torch.zeros(B, dtype=torch.bool, device=device)
+        h_exit = torch.zeros_like(x)
+        pred = torch.zeros(B, dtype=torch.long, device=device)
+        layers = torch.full((B,), L, dtype=torch.long, device=device)
+        for i in range(L):
+            x_in = torch.where(exited[:, None, None], h_exit, x)
+            x = lm.block(i, x_in, ctx)
+            if i in cands and lam < 1.0:
+                conf = _confidence(model, heads, i, x, x_in, cfg.measure)
+                new = ~exited & (conf >= lam)
+                pred = torch.where(new, heads.logits(model, i, x)[:, 0].argmax(-1), pred)
+                layers = torch.where(new, i + 1, layers)
+                h_exit = torch.where(new[:, None, None], x, h_exit)
+                exited = exited | new
+        pred = torch.where(exited, pred, lm.logits(x)[:, 0].argmax(-1))
+        preds.append(pred)
+        used.append(layers)
+        seq[rows, n] = forced[:, t] if forced is not None else pred
+        n = n + 1
+    layers = torch.stack(used, 1).float()
+    return EarlyExitResult(torch.stack(preds, 1), layers, float(layers.mean()))
+
+
+@torch.no_grad()
 def generate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig()) -> EarlyExitResult:
-    """Greedy decoding with per-token early exit (the batch exits together: use B = 1 for
-    per-sequence exits). Returns tokens and the layers used per token."""
+    """Greedy decoding with per-token, per-sequence early exit. One prompt runs the fast path
+    (graphed segments, the skipped layers really skipped); several run every layer with per-row
+    exit masks (the same tokens as one at a time, no speed-up). Returns tokens and the layers
+    used per token."""
     _check(model, heads, "early_exit.generate")
     device = next(model.parameters()).device
     padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "early_exit.generate", device)
     S = check_context("early_exit.generate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
-    return _decode(_Runner(model, heads, padded.shape[0], S, config), padded, lengths, config)
+    if padded.shape[0] > 1:
+        return _decode_rows(model, heads, padded, lengths, config)
+    return _decode(_Runner(model, heads, 1, S, config), padded, lengths, config)
 
 
 @dataclass(frozen=True)
@@ -292,14 +441,16 @@ def hb_p_value(risk: float, n: int, epsilon: float) -> float:
 
 @torch.no_grad()
 def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = EarlyExitConfig(), *,
-              epsilon: float = 0.05, delta: float = 0.1, thresholds=None) -> CalibrationResult:
+              epsilon: float = 0.05, delta: float = 0.1, thresholds=None,
+              batch_size: int = 256) -> CalibrationResult:
     """Learn-then-Test: the smallest threshold with mean disagreement ≤ ε w.p. ≥ 1 − δ.
 
     Risk of a prompt = fraction of its `max_new_tokens` steps where the early-exit prediction
     differs from the full model's greedy token, both fed the full model's output so far
-    (per-token consistency; free-running outputs diverge wholesale after one difference). For λ from high to low (fixed-sequence testing, no multiplicity correction needed)
+    (per-token consistency; free-running outputs diverge wholesale after one difference). For λ
+    from high to low (fixed-sequence testing, no multiplicity correction needed)
     the Hoeffding–Bentkus p-value of H₀: R(λ) > ε (`hb_p_value`) is compared with δ; testing stops
-    at the first λ not rejected.
+    at the first λ not rejected. Prompts run `batch_size` at a time with per-row exits (`_decode_rows`).
     """
     _check(model, heads, "early_exit.calibrate")
     if not 0.0 < epsilon < 1.0:
@@ -314,19 +465,22 @@ def calibrate(model: GPT, heads: ExitHeads, prompts, config: EarlyExitConfig = E
     padded, lengths = pack_prompts(prompts, model.cfg.vocab_size, "early_exit.calibrate", device)
     rows = [padded[i, : lengths[i]] for i in range(len(padded))]
     n = len(rows)
+    check_context("early_exit.calibrate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
     full = full_generate(model, rows, DecodeConfig(max_new_tokens=config.max_new_tokens, cuda_graphs=config.cuda_graphs))
-    S = check_context("early_exit.calibrate", model, padded.shape[1], config.max_new_tokens, "max_new_tokens")
-    runner = _Runner(model, heads, 1, S, config)  # B = 1: per-sequence exits; graphs captured once
     best, risks, pvals, layers = None, [], [], []
     for lam in lams:
         cfg = replace(config, threshold=lam)
-        outs = [_decode(runner, row[None], lengths[i : i + 1], cfg, forced=full[i : i + 1])
-                for i, row in enumerate(rows)]
-        risk = torch.stack([(o.tokens[0] != full[i]).float().mean() for i, o in enumerate(outs)]).mean().item()
+        errs, lay = [], []
+        for j in range(0, n, batch_size):  # per-row exits, teacher-forced on the full model's output
+            sl = slice(j, j + batch_size)
+            o = _decode_rows(model, heads, padded[sl], lengths[sl], cfg, forced=full[sl])
+            errs.append((o.tokens != full[sl]).float().mean(1))
+            lay.append(o.layers_used.mean(1))
+        risk = torch.cat(errs).mean().item()
+        layers.append(torch.cat(lay).mean().item())
         p = hb_p_value(risk, n, epsilon)
         risks.append(risk)
         pvals.append(p)
-        layers.append(sum(o.mean_layers for o in outs) / n)
         if p > delta:
             break
         best = lam

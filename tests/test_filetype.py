@@ -96,13 +96,14 @@ def test_safetensors_reader_rejects_garbage(tmp_path):
         read_safetensors(tmp_path / "trunc")
 
 
-def test_numpy_model_matches_torch():
+@pytest.mark.parametrize("extra", [{}, {"kernel2": 3}, {"kernel2": 2, "mean_pool": True}])
+def test_numpy_model_matches_torch(extra):
     torch = pytest.importorskip("torch")
     from paretoml.filetype.model import ByteModel
     from paretoml.filetype.train import _torch_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(window=64, embed_dim=4, chunk=4, kernel=3, hidden=16, hidden2=8)
+    cfg = ModelConfig(window=64, embed_dim=4, chunk=4, kernel=3, hidden=16, hidden2=8, **extra)
     m = _torch_model(cfg, 5).eval()
     x = torch.randint(0, 257, (7, 128))
     ref = m(x).detach().numpy()
@@ -111,7 +112,8 @@ def test_numpy_model_matches_torch():
 
 
 @pytest.mark.parametrize("kw", [{"window": 10}, {"window": 64, "chunk": 3}, {"window": 16, "chunk": 8, "kernel": 4},
-                                {"hidden": 0}])
+                                {"hidden": 0}, {"kernel2": 0}, {"window": 16, "chunk": 8, "kernel": 1, "kernel2": 3},
+                                {"mean_pool": 1}])
 def test_model_config_rejects_bad_values(kw):
     with pytest.raises(ValueError, match="ModelConfig"):
         ModelConfig(**kw)
@@ -333,3 +335,36 @@ def test_thresholds_reach_target_precision_on_validation():
     assert t["a"] == pytest.approx(0.8)  # keeping ≥ 0.8 gives 3/3; going lower lets the wrong one in
     assert t["b"] == pytest.approx(0.999)  # its top-scored answer is wrong: never reaches 99%
     assert _thresholds(probs[:1], y[:1], ["a", "b"], 0.99)["b"] == 0.5  # never predicted: default
+
+
+def test_training_snippets_equal_features_of_the_snippet():
+    """The augmentation builds tokens on the fly from packed head bytes; they must be exactly the
+    features the detector would compute for the snippet content[a:b] as a file of its own."""
+    torch = pytest.importorskip("torch")
+    from paretoml.filetype.features import PAD
+    from paretoml.filetype.train import _batch_tokens
+
+    rng = np.random.default_rng(1)
+    words = [b"int", b"x", b"=", b"{", b"}", b"\n", b"\n\n", b"  ", b"\t", b"return", b"#include", b";", b"\r\n"]
+    contents = [b" ".join(words[i] for i in rng.integers(0, len(words), n)).strip(b" \t\n\r\x0b\x0c")
+                for n in rng.integers(20, 700, 64)]
+    w = 64
+    head = np.zeros((len(contents), 1024), np.uint8)
+    tail = np.zeros((len(contents), 1024), np.uint8)
+    hl, tl = np.zeros(len(contents), np.int16), np.zeros(len(contents), np.int16)
+    for i, c in enumerate(contents):
+        f = features_from_bytes(c, FeatureConfig(window=1024)).tokens
+        head[i, :len(c[:1024])] = np.frombuffer(c[:1024], np.uint8)
+        hl[i] = int((f[:1024] != PAD).sum())
+        tl[i] = int((f[1024:] != PAD).sum())
+        tail[i, 1024 - tl[i]:] = f[2048 - tl[i]:]
+    t = [torch.from_numpy(a) for a in (head, hl, tail, tl)]
+    plain = _batch_tokens(*t, w).numpy()
+    for i, c in enumerate(contents):  # without augmentation: the file's own features
+        np.testing.assert_array_equal(plain[i], features_from_bytes(c, FeatureConfig(window=w)).tokens)
+    gen = torch.Generator().manual_seed(0)
+    out, a, b, ok = _batch_tokens(*t, w, torch.ones(len(contents), dtype=torch.bool), gen, return_cuts=True)
+    assert int(ok.sum()) > len(contents) // 2 and bool((a > 0).any()) and bool((b < torch.from_numpy(hl)).any())
+    for i, c in enumerate(contents):
+        want = features_from_bytes(c[int(a[i]):int(b[i])] if ok[i] else c, FeatureConfig(window=w)).tokens
+        np.testing.assert_array_equal(out[i].numpy(), want)

@@ -3,8 +3,9 @@
 Architecture (`ModelConfig`), applied to the head and the tail window alike with shared weights::
 
     tokens (B, 2, W)  --embed 257→E-->  (B, 2, W, E)  --group `chunk` bytes-->  (B, 2, P, chunk·E)
-      --conv over chunks, kernel k, ReLU-->  (B, 2, P', H)  --pointwise H→H2, ReLU-->  (B, 2, P', H2)
-      --max over positions (head, tail) + the head's first position-->  (B, 3·H2)
+      --conv over chunks, kernel k, ReLU-->  (B, 2, P', H)  --conv H→H2, kernel k2 (1 = pointwise), ReLU-->
+      (B, 2, P'', H2)  --max over positions (head, tail) + the head's first position
+      [+ mean over positions (head, tail) when mean_pool]-->  (B, 3·H2 or 5·H2)
       --LayerNorm, Linear-->  logits (B, n_labels)
 
 Grouping `chunk` bytes before the convolution (as Magika groups 4 embedded bytes) makes the
@@ -45,7 +46,10 @@ class ModelConfig:
         chunk: bytes grouped per position before the convolution (window % chunk == 0).
         kernel: convolution width, in chunks.
         hidden: convolution channels H.
-        hidden2: pointwise channels H2 (pooled features are 3 * H2).
+        hidden2: second-layer channels H2 (pooled features are 3 * H2, or 5 * H2 with mean_pool).
+        kernel2: second-layer convolution width in positions (1: pointwise).
+        mean_pool: also average each window's second-layer features over positions (a
+            frequency signal that max pooling lacks; padding positions count too).
     """
 
     window: int = 512
@@ -54,16 +58,25 @@ class ModelConfig:
     kernel: int = 2
     hidden: int = 64
     hidden2: int = 128
+    kernel2: int = 1
+    mean_pool: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("window", 16, 4096), ("embed_dim", 1, 256), ("chunk", 1, 64), ("kernel", 1, 16),
-                             ("hidden", 1, 4096), ("hidden2", 1, 4096)):
+                             ("hidden", 1, 4096), ("hidden2", 1, 4096), ("kernel2", 1, 16)):
             check_ints(self, (name,), lo, hi)
+        if not isinstance(self.mean_pool, bool):
+            raise ValueError(f"ModelConfig.mean_pool must be a bool, got {self.mean_pool!r}")
         if self.window % self.chunk:
             raise ValueError(f"ModelConfig.window ({self.window}) must be a multiple of chunk ({self.chunk})")
-        if self.window // self.chunk < self.kernel:
-            raise ValueError(f"ModelConfig.kernel ({self.kernel}) must be ≤ window/chunk "
-                             f"({self.window // self.chunk})")
+        if self.window // self.chunk < self.kernel + self.kernel2 - 1:
+            raise ValueError(f"ModelConfig.kernel + kernel2 - 1 ({self.kernel + self.kernel2 - 1}) must be ≤ "
+                             f"window/chunk ({self.window // self.chunk})")
+
+    @property
+    def n_pooled(self) -> int:
+        """Width of the pooled feature vector."""
+        return (5 if self.mean_pool else 3) * self.hidden2
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -108,7 +121,8 @@ class ByteModel:
         w = f32["conv.weight"]                                          # (H, chunk·E, k) torch Conv1d layout
         self.conv_w = np.ascontiguousarray(w.transpose(1, 2, 0).reshape(w.shape[1], -1))  # (chunk·E, k·H)
         self.conv_b = f32["conv.bias"]
-        self.pw_w = np.ascontiguousarray(f32["pw.weight"][:, :, 0].T)   # (H, H2)
+        w2 = f32["pw.weight"]                                           # (H2, H, k2)
+        self.pw_w = np.ascontiguousarray(w2.transpose(1, 2, 0).reshape(w2.shape[1], -1))  # (H, k2·H2)
         self.pw_b = f32["pw.bias"]
         self.ln_w, self.ln_b = f32["norm.weight"], f32["norm.bias"]
         self.head_w = np.ascontiguousarray(f32["head.weight"].T)        # (3·H2, n_labels)
@@ -126,14 +140,14 @@ class ByteModel:
         P = c.window // c.chunk
         H, k = self.conv_b.shape[0], c.kernel
         x = self.emb[tokens].reshape(B * 2 * P, c.chunk * c.embed_dim)  # (B·2·P, chunk·E)
-        y = (x @ self.conv_w).reshape(B * 2, P, k, H)                    # every tap at every position
-        Q = P - k + 1
-        h = y[:, 0:Q, 0]
-        for j in range(1, k):                                            # conv = sum of shifted taps
-            h = h + y[:, j:j + Q, j]
-        h = np.maximum(h + self.conv_b, 0.0)                             # (B·2, Q, H)
-        z = np.maximum(h.reshape(-1, H) @ self.pw_w + self.pw_b, 0.0).reshape(B, 2, Q, -1)  # (B, 2, Q, H2)
-        feat = np.concatenate([z.max(axis=2).reshape(B, -1), z[:, 0, 0]], axis=1)           # (B, 3·H2)
+        h = np.maximum(_taps(x @ self.conv_w, B * 2, k, H) + self.conv_b, 0.0)  # (B·2, Q, H)
+        H2, k2 = self.pw_b.shape[0], c.kernel2
+        z = h.reshape(-1, H) @ self.pw_w
+        z = np.maximum(_taps(z, B * 2, k2, H2) + self.pw_b, 0.0).reshape(B, 2, -1, H2)  # (B, 2, Q2, H2)
+        parts = [z.max(axis=2).reshape(B, -1), z[:, 0, 0]]
+        if c.mean_pool:
+            parts.append(z.mean(axis=2).reshape(B, -1))
+        feat = np.concatenate(parts, axis=1)                             # (B, 3·H2 or 5·H2)
         mu = feat.mean(axis=1, keepdims=True)
         var = feat.var(axis=1, keepdims=True)
         feat = (feat - mu) / np.sqrt(var + 1e-5) * self.ln_w + self.ln_b
@@ -144,6 +158,20 @@ class ByteModel:
         z = self.logits(tokens)
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
+
+
+def _taps(y: np.ndarray, rows: int, k: int, h: int) -> np.ndarray:
+    """A convolution from the product of its input with all `k` taps at once.
+
+    `y` is (rows·P, k·h): every tap's output at every position. Returns (rows, P-k+1, h),
+    the sum of the taps shifted by their offsets (the 'valid' convolution).
+    """
+    y = y.reshape(rows, -1, k, h)
+    q = y.shape[1] - k + 1
+    out = y[:, 0:q, 0]
+    for j in range(1, k):
+        out = out + y[:, j:j + q, j]
+    return out
 
 
 def load_model(folder: str | Path) -> tuple[ByteModel, dict]:

@@ -10,6 +10,13 @@ that sets α directly).
 
     >>> cfg = DistillSpecConfig(divergence="tvd", on_policy_fraction=0.5, steps=300)
     >>> distill_draft(target, draft, train_ids, cfg)        # trains `draft` in place
+
+DistillSpec's finding is that the divergence and the data should match the decoding mode.
+For *greedy* speculative decoding only the target's argmax matters (a proposal is accepted iff
+it equals it) and the contexts the draft sees are the target's own greedy output, so
+`DistillSpecConfig(divergence="fkl", target_temperature=0, sample_temperature=0,
+sample_model="target")` distils toward the target's argmax (forward KL to a one-hot = cross-
+entropy) on greedy sequences; `sample_model="draft"` keeps the sequences on-policy (the draft's).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from paretoml.infer.decode import DecodeConfig, generate
+from paretoml.infer.decode import DecodeConfig, Decoder
 from paretoml.models.gpt import GPT
 
 __all__ = ["DistillSpecConfig", "DistillSpecResult", "distill_draft", "divergence"]
@@ -30,9 +37,11 @@ _DIVERGENCES = ("fkl", "rkl", "jsd", "tvd")
 @dataclass(frozen=True)
 class DistillSpecConfig:
     """divergence: "fkl" | "rkl" | "jsd" | "tvd". on_policy_fraction: share of each batch that
-    the draft generates itself (the rest are data windows). Sequences are `prompt_len` data
-    tokens + `gen_len` draft samples at `sample_temperature` (on-policy) or `prompt_len +
-    gen_len` data tokens."""
+    is generated (the rest are data windows). Generated sequences are `prompt_len` data tokens +
+    `gen_len` tokens that `sample_model` ("draft": on-policy; "target": the teacher's output)
+    decodes at `sample_temperature` (0 = greedy); data windows are `prompt_len + gen_len` data
+    tokens. target_temperature: the target distribution p = softmax(logits / τ) that the draft
+    matches (0 = its argmax as a one-hot; then only "fkl" (cross-entropy) and "tvd" are finite)."""
 
     divergence: str = "tvd"
     on_policy_fraction: float = 0.5
@@ -42,6 +51,8 @@ class DistillSpecConfig:
     gen_len: int = 64
     lr: float = 1e-3
     sample_temperature: float = 1.0
+    target_temperature: float = 1.0
+    sample_model: str = "draft"
     seed: int = 0
 
     def __post_init__(self):
@@ -55,8 +66,17 @@ class DistillSpecConfig:
                 raise ValueError(f"DistillSpecConfig.{name} must be an int >= 1, got {v!r}")
         if not self.lr > 0:
             raise ValueError(f"DistillSpecConfig.lr must be > 0, got {self.lr!r}")
-        if not self.sample_temperature > 0:
-            raise ValueError(f"DistillSpecConfig.sample_temperature must be > 0, got {self.sample_temperature!r}")
+        if not self.sample_temperature >= 0:
+            raise ValueError(f"DistillSpecConfig.sample_temperature must be >= 0 (0 = greedy), "
+                             f"got {self.sample_temperature!r}")
+        if not self.target_temperature >= 0:
+            raise ValueError(f"DistillSpecConfig.target_temperature must be >= 0 (0 = argmax), "
+                             f"got {self.target_temperature!r}")
+        if self.target_temperature == 0 and self.divergence not in ("fkl", "tvd"):
+            raise ValueError(f"DistillSpecConfig.target_temperature = 0 (a one-hot target) needs divergence "
+                             f"'fkl' or 'tvd'; {self.divergence!r} is infinite there")
+        if self.sample_model not in ("draft", "target"):
+            raise ValueError(f"DistillSpecConfig.sample_model must be 'draft' or 'target', got {self.sample_model!r}")
 
 
 @dataclass(frozen=True)
@@ -66,11 +86,21 @@ class DistillSpecResult:
     losses: list[float]
 
 
-def divergence(kind: str, target_logits: torch.Tensor, draft_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of D(p, q) between softmaxes of (..., V) logits; p = target, q = draft."""
+def divergence(kind: str, target_logits: torch.Tensor, draft_logits: torch.Tensor,
+               target_temperature: float = 1.0) -> torch.Tensor:
+    """Mean over positions of D(p, q), p = softmax(target_logits / target_temperature) (the
+    one-hot of the argmax at temperature 0), q = softmax(draft_logits); (..., V) logits."""
     if kind not in _DIVERGENCES:
         raise ValueError(f"divergence: kind must be one of {_DIVERGENCES}, got {kind!r}")
-    lp, lq = F.log_softmax(target_logits.float(), -1), F.log_softmax(draft_logits.float(), -1)
+    lq = F.log_softmax(draft_logits.float(), -1)
+    if target_temperature == 0:
+        top = target_logits.argmax(-1, keepdim=True)
+        if kind == "fkl":  # KL(one-hot ‖ q) = −log q(argmax)
+            return -lq.gather(-1, top).mean()
+        if kind == "tvd":  # ½‖one-hot − q‖₁ = 1 − q(argmax)
+            return (1 - lq.gather(-1, top).exp()).mean()
+        raise ValueError(f"divergence: {kind!r} toward a one-hot target (temperature 0) is infinite; use 'fkl' or 'tvd'")
+    lp = F.log_softmax(target_logits.float() / target_temperature, -1)
     p, q = lp.exp(), lq.exp()
     if kind == "fkl":
         d = (p * (lp - lq)).sum(-1)
@@ -84,17 +114,27 @@ def divergence(kind: str, target_logits: torch.Tensor, draft_logits: torch.Tenso
     return d.mean()
 
 
-def _batch(target: GPT, draft: GPT, data: torch.Tensor, cfg: DistillSpecConfig, g: torch.Generator, device):
+class _Sampler:
+    """Generated sequences for the distillation batches: a graphed `Decoder` built once (its
+    graphs read the model's parameters in place, so optimiser steps are seen)."""
+
+    def __init__(self, model: GPT, cfg: DistillSpecConfig, n: int, device):
+        self.n, self.dec = n, None
+        if n:
+            self.dec = Decoder(model, n, cfg.prompt_len + cfg.gen_len,
+                               DecodeConfig(max_new_tokens=cfg.gen_len, temperature=cfg.sample_temperature))
+
+    def __call__(self, prompts: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        self.dec.model.eval()
+        return self.dec.generate(prompts, generator=g)
+
+
+def _batch(sampler: _Sampler, data: torch.Tensor, cfg: DistillSpecConfig, g: torch.Generator, device):
     T = cfg.prompt_len + cfg.gen_len
-    n_on = round(cfg.on_policy_fraction * cfg.batch_size)
     starts = torch.randint(len(data) - T, (cfg.batch_size,), generator=g)
     x = data[starts[:, None] + torch.arange(T)].to(device)  # (B, T) data windows
-    if n_on:
-        draft.eval()
-        gen = generate(draft, x[:n_on, : cfg.prompt_len],
-                       DecodeConfig(max_new_tokens=cfg.gen_len, temperature=cfg.sample_temperature, cuda_graphs=False),
-                       generator=g)
-        x[:n_on, cfg.prompt_len :] = gen
+    if sampler.n:
+        x[: sampler.n, cfg.prompt_len :] = sampler(x[: sampler.n, : cfg.prompt_len], g)
     return x
 
 
@@ -129,13 +169,15 @@ def distill_draft(target: GPT, draft: GPT, data: torch.Tensor, config: DistillSp
     target.eval()
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     losses = []
+    n_gen = round(cfg.on_policy_fraction * cfg.batch_size)
+    sampler = _Sampler(draft if cfg.sample_model == "draft" else target, cfg, n_gen, device)
     for step in range(cfg.steps):
-        x = _batch(target, draft, data, cfg, g, device)
+        x = _batch(sampler, data, cfg, g, device)
         with torch.no_grad(), amp:
             p_logits = target(x).logits
         draft.train()
         with amp:
-            loss = divergence(cfg.divergence, p_logits, draft(x).logits)
+            loss = divergence(cfg.divergence, p_logits, draft(x).logits, cfg.target_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)

@@ -103,6 +103,12 @@ class _StepContext:
     mask: torch.Tensor  # (B, 1, T, S) bool: key position <= query position
     rope: torch.Tensor | None  # complex rotations e^{iθ} (B, T, 1, hs/2)
 
+    def select(self, t: int) -> "_StepContext":
+        """The context of query t alone (views: no kernels). GQA mask rows j·T + t ↔ query t."""
+        T = self.positions.shape[1]
+        return _StepContext(self.positions[:, t : t + 1], self.mask[:, :, t::T],
+                            None if self.rope is None else self.rope[:, t : t + 1])
+
 
 class StaticLM:
     """A GPT run with static shapes over its own KV buffer of `max_len` positions per row.
@@ -202,8 +208,10 @@ class StaticLM:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(_norm(self.model.ln_f, x))
 
-    def forward(self, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        ctx = self.context(tokens.shape[1], start)
+    def forward(self, tokens: torch.Tensor, start: torch.Tensor, ctx: _StepContext | None = None) -> torch.Tensor:
+        """Logits (B, T, V); `ctx` (from `context(T, start)`, or a `select`ed row of a longer one)
+        saves rebuilding positions, mask and rotations."""
+        ctx = ctx if ctx is not None else self.context(tokens.shape[1], start)
         x = self.embed(tokens, ctx)
         for i in range(self.cfg.n_layer):
             x = self.block(i, x, ctx)

@@ -100,6 +100,11 @@ class _Round:
         self.u = torch.zeros(B, 2 * g + 1, device=dev)  # uniforms: γ draft, γ accept, 1 residual
         self.stats = torch.zeros(4, dtype=torch.float64, device=dev)  # Σβ, #verified, Σ(a+1), #row-rounds
         self.ar = torch.arange(g + 1, device=dev)
+        self.done = torch.zeros((), dtype=torch.bool, device=dev)  # all rows finished after this round
+        # greedy statistics: accepted prefix length per round and row (−1: row inactive), one write per round
+        self.max_rounds = S + 1
+        self.alog = torch.full((self.max_rounds, B), -1, dtype=torch.long, device=dev)
+        self.r = torch.zeros(1, dtype=torch.long, device=dev)
 
     def probs(self, logits):
         c = self.cfg
@@ -119,9 +124,10 @@ class _Round:
         if self.cfg.temperature == 0:
             return self._greedy(n, active, lg)
         qs, ds = [], []
+        dctx = self.dlm.context(g - 1, n) if g > 1 else None  # draft steps 1..γ−1: one context, sliced
         for j in range(g):
             if j:
-                lg = self.dlm.forward(ds[-1][:, None], n - 1 + j)[:, 0]
+                lg = self.dlm.forward(ds[-1][:, None], n - 1 + j, dctx.select(j - 1))[:, 0]
             q = self.probs(lg)  # (B, V)
             qs.append(q)
             ds.append(sample_from(q, u[:, j]))
@@ -150,6 +156,7 @@ class _Round:
         act = active.double()
         self.stats += torch.stack([(beta * verified).sum().double(), verified.sum().double(),
                                    ((a + 1) * active).sum().double(), act.sum()])
+        self.done.copy_((self.n >= self.limit).all())
         return active.any()
 
     def _greedy(self, n, active, lg):
@@ -157,8 +164,9 @@ class _Round:
         (identical decisions, ~60 fewer small kernels per round)."""
         g, seq = self.cfg.gamma, self.seq
         ds = [lg.argmax(-1)]
+        dctx = self.dlm.context(g - 1, n) if g > 1 else None  # draft steps 1..γ−1: one context, sliced
         for j in range(1, g):
-            ds.append(self.dlm.forward(ds[-1][:, None], n - 1 + j)[:, 0].argmax(-1))
+            ds.append(self.dlm.forward(ds[-1][:, None], n - 1 + j, dctx.select(j - 1))[:, 0].argmax(-1))
         d = torch.stack(ds, 1)  # (B, γ)
         pend = seq.gather(1, (n - 1)[:, None])
         top = self.tlm.forward(torch.cat([pend, d], 1), n - 1).argmax(-1)  # (B, γ+1)
@@ -169,10 +177,10 @@ class _Round:
         pos = n[:, None] + self.ar
         seq.scatter_(1, pos, torch.where(active[:, None], cand, seq.gather(1, pos)))
         self.n.copy_(torch.where(active, n + a + 1, self.n))
-        # greedy α: agreement rate over the verified draft positions
-        verified = (torch.arange(g, device=a.device)[None] <= a[:, None]) & active[:, None]
-        self.stats += torch.stack([(ok & verified).sum().double(), verified.sum().double(),
-                                   ((a + 1) * active).sum().double(), active.sum().double()])
+        # greedy statistics from the accepted lengths, summed up once after the last round
+        self.alog.index_copy_(0, self.r.clamp_max(self.max_rounds - 1), torch.where(active, a, -1)[None])
+        self.r.add_(1)
+        self.done.copy_((self.n >= self.limit).all())
         return active.any()
 
 
@@ -210,18 +218,27 @@ class SpeculativeDecoder:
         rnd.n.copy_(lengths)
         rnd.limit.copy_(lengths + cfg.max_new_tokens)
         rnd.stats.zero_()
+        rnd.alog.fill_(-1)
+        rnd.r.zero_()
         zero = torch.zeros(B, dtype=torch.long, device=self.device)
         rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
         rnd.dlm.forward(padded, zero)
         rounds = 0
         while True:
-            _fill_uniform(rnd.u, generator)
+            if cfg.temperature > 0:
+                _fill_uniform(rnd.u, generator)
             self.graphed()
             rounds += 1
-            if not bool((rnd.n < rnd.limit).any()):  # the one host sync per round
+            if bool(rnd.done):  # the one host sync per round
                 break
         idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=self.device)
-        s = rnd.stats.tolist()
+        if cfg.temperature == 0:  # greedy α = accepted / verified draft positions (γ at most per round)
+            a = rnd.alog[:rounds]
+            act = a >= 0
+            s = [float((a * act).sum()), float(((a + 1).clamp_max(cfg.gamma) * act).sum()),
+                 float(((a + 1) * act).sum()), float(act.sum())]
+        else:
+            s = rnd.stats.tolist()
         return SpeculativeResult(rnd.seq.gather(1, idx), s[0] / max(s[1], 1.0), s[2] / max(s[3], 1.0), rounds)
 
 

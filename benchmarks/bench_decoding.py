@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,10 +67,12 @@ def timed(fn, device, repeats: int, warmup: int = 1) -> tuple[float, object]:
 
 
 def train_lm(model: GPT, data: torch.Tensor, *, seconds: float, max_steps: int, batch_size: int, seq_len: int,
-             lr: float, device, seed: int = 0) -> dict:
-    """AdamW with warm-up + cosine decay, bf16 autocast on CUDA; stops at `seconds` or `max_steps`."""
+             lr: float, device, seed: int = 0, loss_fn=None, extra=None) -> dict:
+    """AdamW with warm-up + cosine decay, bf16 autocast on CUDA; stops at `seconds` or `max_steps`.
+    loss_fn(x, y) replaces the plain LM loss (CALM's exit losses); `extra`: a module trained along."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
     t0, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
@@ -80,10 +83,10 @@ def train_lm(model: GPT, data: torch.Tensor, *, seconds: float, max_steps: int, 
         ix = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)[:, None] + torch.arange(seq_len)
         x, y = data[ix].to(device, non_blocking=True), data[ix + 1].to(device, non_blocking=True)
         with amp:
-            loss = model(x, y).loss
+            loss = model(x, y).loss if loss_fn is None else loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
     model.eval()
@@ -169,20 +172,23 @@ def settings(tiny: bool, device, profile: str = "") -> dict:
                     draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=4, n_embd=128, block_size=256),
                     t_seconds=150, t_steps=3000, d_seconds=30, d_steps=1000, batch=32, seq=128, lr=3e-3,
                     distill_steps=40, exit_steps=100, prompt_len=32, n_new=48, gammas=[2, 3, 4], repeats=3,
+                    gamma_b8=3, gamma_sampled=3,
                     n_cal=300, cal_new=24, n_calm=10, big=None, hf_new=32, dtype=torch.float32, cascade_n=4000,
                     epsilon=0.1, cal_thresholds=[0.9, 0.7, 0.5, 0.3, 0.2, 0.1])
     if tiny:
         return dict(target=GPTConfig.llama(vocab_size=65, n_layer=6, n_head=2, n_embd=32, d_ff=64, block_size=128),
                     draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=2, n_embd=32, d_ff=64, block_size=128),
                     t_seconds=2, t_steps=20, d_seconds=1, d_steps=10, batch=8, seq=64, lr=3e-3,
-                    distill_steps=3, exit_steps=3, prompt_len=16, n_new=12, gammas=[2, 4], repeats=1,
-                    n_cal=4, cal_new=6, n_calm=1, big=None, hf_new=8, dtype=torch.float32, cascade_n=200)
+                    distill_steps=3, exit_steps=3, prompt_len=16, n_new=12, gammas=[2, 3, 4], repeats=1,
+                    gamma_b8=3, gamma_sampled=3,
+                    n_cal=4, cal_new=6, n_calm=1, big=None, hf_new=8, dtype=torch.float32, cascade_n=200,
+                    exit_every=[2], cal_thresholds=[0.9, 0.5])
     big = GPTConfig.llama(vocab_size=32000, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048, d_ff=5632, block_size=2048)
     return dict(target=GPTConfig.llama(vocab_size=65, n_layer=16, n_head=8, n_embd=512, block_size=512, dropout=0.2),
                 draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=8, n_embd=768, block_size=512),
                 t_seconds=75, t_steps=4000, d_seconds=15, d_steps=2000, batch=64, seq=256, lr=1.5e-3,
-                distill_steps=200, exit_steps=300, prompt_len=64, n_new=128, gammas=[2, 3, 4, 5, 6], repeats=5,
-                n_cal=200, cal_new=64, n_calm=8, big=big, hf_new=64, dtype=torch.float32, cascade_n=8000)
+                distill_steps=300, exit_steps=300, prompt_len=64, n_new=128, gammas=[3, 4, 5, 6, 7], repeats=5,
+                gamma_b8=5, gamma_sampled=4, n_cal=1000, cal_new=64, n_calm=10, big=big, hf_new=64, dtype=torch.float32, cascade_n=8000)
 
 
 # --- phases -------------------------------------------------------------------------------
@@ -224,8 +230,13 @@ class Bench:
         self.train_ids, self.val_ids = lm_splits(self.tok.encode(text))
         torch.manual_seed(0)
         self.target = GPT(s["target"]).to(dev)
+        # CALM: the target is trained with its exits (weighted per-layer LM losses, weights ∝ depth),
+        # so that intermediate layers can answer confidently; its last exit is the plain LM head
+        self.heads = early_exit.ExitHeads(self.target)
         info_t = train_lm(self.target, self.train_ids, seconds=s["t_seconds"], max_steps=s["t_steps"],
-                          batch_size=s["batch"], seq_len=s["seq"], lr=s["lr"], device=dev)
+                          batch_size=s["batch"], seq_len=s["seq"], lr=s["lr"], device=dev, extra=self.heads,
+                          loss_fn=lambda x, y: early_exit.exit_loss(self.target, self.heads, x, y)[0])
+        self.heads.eval()
         torch.manual_seed(1)
         self.draft = GPT(s["draft"]).to(dev)
         info_d = train_lm(self.draft, self.train_ids, seconds=s["d_seconds"], max_steps=s["d_steps"],
@@ -233,36 +244,59 @@ class Bench:
         self.info = {"target": info_t, "draft": info_d}
         self.vl = {"target": val_loss(self.target, self.val_ids, dev, s["seq"]),
                    "draft": val_loss(self.draft, self.val_ids, dev, s["seq"])}
-        log(f"  trained: {self.info} val {self.vl}")
+        g = torch.Generator().manual_seed(123)
+        ix = torch.randint(len(self.val_ids) - s["seq"] - 1, (16,), generator=g)[:, None] + torch.arange(s["seq"])
+        with torch.no_grad():
+            self.exit_val = early_exit.exit_loss(self.target, self.heads, self.val_ids[ix].to(dev),
+                                                 self.val_ids[ix + 1].to(dev))[1]
+        log(f"  trained: {self.info} val {self.vl} per-exit val {[round(v, 3) for v in self.exit_val]}")
 
     def distill(self):
         s = self.s
-        self.distilled = copy.deepcopy(self.draft)
-        cfg = distill.DistillSpecConfig(divergence="tvd", on_policy_fraction=0.5, steps=s["distill_steps"],
-                                        batch_size=32, prompt_len=32, gen_len=64 if not self.args.tiny else 16, lr=5e-4)
-        t0 = time.perf_counter()
-        res = distill.distill_draft(self.target, self.distilled, self.train_ids, cfg)
-        self.distill_info = {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
-                             "first_loss": res.losses[0], "last_loss": res.losses[-1], "divergence": cfg.divergence,
-                             "on_policy_fraction": cfg.on_policy_fraction}
-        self.vl["distilled"] = val_loss(self.distilled, self.val_ids, self.device, s["seq"])
+        gen = 64 if not self.args.tiny else 16
+        # greedy-matched DistillSpec: forward KL to the target's argmax (τ → 0) on the target's greedy
+        # continuations (the contexts a draft sees in greedy speculative decoding), 3/4 generated
+        # sampled-matched: total variation (1 − α directly) at temperature 1 on the draft's own samples
+        recipes = {
+            "distilled": distill.DistillSpecConfig(divergence="fkl", target_temperature=0.0, sample_temperature=0.0,
+                                                   sample_model="target", on_policy_fraction=0.75,
+                                                   steps=s["distill_steps"], batch_size=32, prompt_len=32, gen_len=gen,
+                                                   lr=1e-3),
+            "distilled_tvd": distill.DistillSpecConfig(divergence="tvd", on_policy_fraction=0.5, steps=s["distill_steps"],
+                                                       batch_size=32, prompt_len=32, gen_len=gen, lr=5e-4),
+        }
+        self.distill_info = {}
+        for name, cfg in recipes.items():
+            model = copy.deepcopy(self.draft)
+            t0 = time.perf_counter()
+            res = distill.distill_draft(self.target, model, self.train_ids, cfg)
+            setattr(self, name, model)
+            self.distill_info[name] = {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
+                                       "first_loss": res.losses[0], "last_loss": res.losses[-1],
+                                       "divergence": cfg.divergence, "target_temperature": cfg.target_temperature,
+                                       "sample_model": cfg.sample_model, "sample_temperature": cfg.sample_temperature,
+                                       "generated_fraction": cfg.on_policy_fraction, "lr": cfg.lr}
+            self.vl[name] = val_loss(model, self.val_ids, self.device, s["seq"])
         log(f"  distilled: {self.distill_info} val {self.vl}")
         if self.args.save_dir:  # trained weights, safetensors (no pickle)
             from safetensors.torch import save_model
 
             Path(self.args.save_dir).mkdir(parents=True, exist_ok=True)
-            for name in ("target", "draft", "distilled"):
+            for name in ("target", "draft", "distilled", "distilled_tvd"):
                 save_model(getattr(self, name), str(Path(self.args.save_dir) / f"{name}.safetensors"))
 
     def cast(self):
         dt = self.s["dtype"]
         self.target32 = copy.deepcopy(self.target).float()  # quality is scored in float32
-        for m in (self.target, self.draft, self.distilled):
+        for m in (self.target, self.draft, self.distilled, self.distilled_tvd, self.heads):
             m.to(dt)
 
-    def prompts(self, n, length, offset=0):
+    def prompts(self, n, length, offset=0, part=None):
+        """n validation windows; part 0 / 1: only the first / second half of the split (disjoint text)."""
         g = torch.Generator().manual_seed(7 + offset)
-        ix = torch.randint(len(self.val_ids) - length - 1, (n,), generator=g)
+        half = len(self.val_ids) // 2
+        lo, hi = (0, len(self.val_ids)) if part is None else (part * half, (part + 1) * half)
+        ix = lo + torch.randint(hi - lo - length - 1, (n,), generator=g)
         return (self.val_ids[ix[:, None] + torch.arange(length)]).to(self.device)
 
     # -- speculative decoding
@@ -293,10 +327,13 @@ class Bench:
             self.add(f"draft-only-b{B}", {**base_cfg, "method": "draft-only", "batch": B}, {},
                      {"tokens_per_s": B * N / td, "ms_per_token": 1e3 * td / N})
         self.c = self.speed[("target", 1)] / self.speed[("draft", 1)]  # draft step time / target step time
+        self.anatomy(S)
         best = {}
-        for name, dr in (("plain", self.draft), ("distilled", self.distilled)):
-            for g in s["gammas"]:
-                for B in ((1, 8) if g == s["gammas"][-2] else (1,)):
+        drafts = (("plain", self.draft, s["gammas"]), ("distilled", self.distilled, s["gammas"]),
+                  ("distilled_tvd", self.distilled_tvd, s["gammas"][1:-1]))
+        for name, dr, gammas in drafts:
+            for g in gammas:
+                for B in ((1, 8) if g == s["gamma_b8"] and name != "distilled_tvd" else (1,)):
                     prompts = self.prompts(B, L)
                     cfg = speculative.SpeculativeConfig(gamma=g, max_new_tokens=N)
                     t0 = time.perf_counter()
@@ -314,32 +351,65 @@ class Bench:
                               "tokens_per_round": res.tokens_per_round},
                              {"tokens_per_s": tps, "speedup_vs_target": speedup, "theoretical_speedup": theo,
                               "fraction_of_theoretical": speedup / theo, "cost_ratio_c": self.c,
-                              "capture_s": capture_s})
+                              "ms_per_round": 1e3 * t / res.rounds, "rounds": res.rounds, "capture_s": capture_s})
                     if B == 1:
                         best[name] = max(best.get(name, (0, 0)), (speedup, g))
         self.best = best
-        # sampled decoding at the best γ of the distilled draft (exact in distribution, tested on CPU)
-        g = best["distilled"][1]
+        # sampled decoding (temperature 1; exact in distribution, tested on CPU), one γ for every draft
+        g = s["gamma_sampled"]
         prompts = self.prompts(1, L)
-        for name, dr in (("target-only", None), ("distilled", self.distilled)):
+        sampled = {}
+        for name, dr in (("target-only", None), ("plain", self.draft), ("distilled_tvd", self.distilled_tvd),
+                         ("distilled", self.distilled)):
+            gen = torch.Generator(device=dev).manual_seed(5)
             if dr is None:
                 dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N, temperature=1.0))
-                t, out = timed(lambda: dec.generate(prompts), dev, s["repeats"])
+                t, out = timed(lambda: dec.generate(prompts, generator=gen), dev, s["repeats"])
                 alpha = None
             else:
                 sd = speculative.SpeculativeDecoder(self.target, dr, 1, S,
                                                     speculative.SpeculativeConfig(gamma=g, max_new_tokens=N, temperature=1.0))
-                t, res = timed(lambda: sd.generate(prompts), dev, s["repeats"])
-                out, alpha = res.tokens, res.acceptance_rate
+                alphas = []
+
+                def run():
+                    r = sd.generate(prompts, generator=gen)
+                    alphas.append(r.acceptance_rate)
+                    return r
+                t, res = timed(run, dev, s["repeats"])
+                out, alpha = res.tokens, statistics.mean(alphas)
+            sampled[name] = N / t
             nll = continuation_nll(self.target32, prompts, out)
-            self.add(f"sampled-{name}-b1", {**base_cfg, "method": name, "gamma": g if dr else None, "temperature": 1.0,
-                                           "batch": 1},
+            self.add(f"sampled-{name}-b1", {**base_cfg, "method": "speculative" if dr else name, "draft": name,
+                                           "gamma": g if dr else None, "temperature": 1.0, "batch": 1},
                      {"target_nll": nll, **({"acceptance_rate": alpha} if alpha is not None else {})},
-                     {"tokens_per_s": N / t})
-        self.add("summary-distillspec", {"distill": self.distill_info, "train": self.info, "val_loss": self.vl},
+                     {"tokens_per_s": N / t, "speedup_vs_target": N / t / sampled["target-only"]})
+        sp_ = {k: v / sampled["target-only"] for k, v in sampled.items()}
+        self.add("summary-distillspec", {"distill": self.distill_info, "train": self.info, "val_loss": self.vl,
+                                         "gamma_sampled": g},
                  {"best_speedup_plain": best["plain"][0], "best_speedup_distilled": best["distilled"][0],
-                  "distilled_over_plain": best["distilled"][0] / best["plain"][0]},
+                  "distilled_over_plain": best["distilled"][0] / best["plain"][0],
+                  "sampled_speedup_plain": sp_["plain"], "sampled_speedup_distilled_tvd": sp_["distilled_tvd"],
+                  "sampled_speedup_distilled": sp_["distilled"],
+                  "sampled_distilled_tvd_over_plain": sp_["distilled_tvd"] / sp_["plain"]},
                  {"best_gamma_plain": best["plain"][1], "best_gamma_distilled": best["distilled"][1]})
+
+    def anatomy(self, S):
+        """Where a round's time goes: graphed forwards of the target at T = 1 and T = γ+1 and of the
+        draft at T = 1 and 2 (batch 1), each replayed alone."""
+        dev = self.device
+        if dev.type != "cuda":
+            return
+        out = {}
+        for name, m in (("target", self.target), ("draft", self.draft)):
+            lm = decode.StaticLM(m, 1, S)
+            for T in ((1, 2, 4, 6, 8) if name == "target" else (1, 2)):
+                tok = torch.randint(0, m.cfg.vocab_size, (1, T), device=dev)
+                start = torch.full((1,), 40, dtype=torch.long, device=dev)
+                with torch.no_grad():
+                    gr = decode.Graphed(lambda: lm.forward(tok, start).argmax(-1), True)
+                    t, _ = timed(lambda: [gr() for _ in range(50)], dev, 5)
+                out[f"{name}_T{T}_ms"] = 1e3 * t / 50
+        self.add("anatomy-b1", {"method": "anatomy", "what": "one graphed forward + argmax, batch 1"}, {}, out)
 
     def hf(self):
         s, dev = self.s, self.device
@@ -406,57 +476,60 @@ class Bench:
         torch.cuda.empty_cache()
 
     def calm(self):
+        """CALM on the target trained with its exits: LTT calibration (Hoeffding–Bentkus, fixed
+        sequence over decreasing λ) on calibration prompts from the first half of the validation
+        text, then batch-1 wall-clock and consistency on test prompts from the second half."""
         s, dev = self.s, self.device
-        heads = early_exit.ExitHeads(self.target32)  # exit heads train in float32, then cast
-        t0 = time.perf_counter()
-        losses = early_exit.train_exit_heads(self.target32, heads, self.train_ids, steps=s["exit_steps"],
-                                             batch_size=32, seq_len=min(128, s["seq"]))
-        train_s = time.perf_counter() - t0
-        heads.to(s["dtype"])
-        N = s["cal_new"]
-        cal_prompts = self.prompts(s["n_cal"], s["prompt_len"], offset=1)
-        base = early_exit.EarlyExitConfig(max_new_tokens=N, measure="softmax",
-                                          min_layer=2 if self.args.tiny else 4, exit_every=2)
-        t0 = time.perf_counter()
-        eps = s.get("epsilon", 0.05)
-        cal = early_exit.calibrate(self.target, heads, list(cal_prompts), base, epsilon=eps, delta=0.1,
-                                   thresholds=s.get("cal_thresholds",
-                                                    [0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]))
-        cal_s = time.perf_counter() - t0
-        for lam, risk, p, lay in zip(cal.thresholds, cal.risks, cal.p_values, cal.mean_layers):
-            self.add(f"calm-cal-lambda{lam}", {"method": "calm-calibration", "threshold": lam, "n_cal": len(cal_prompts),
-                                               "min_layer": base.min_layer, "exit_every": base.exit_every},
-                     {"consistency": 1 - risk, "p_value": p},
-                     {"mean_layers": lay, "layer_fraction": lay / s["target"].n_layer})
-        # test prompts (a disjoint draw), batch 1: full depth vs the certified threshold
-        test_prompts = self.prompts(s["n_calm"], s["prompt_len"], offset=2)
-        S = s["prompt_len"] + N
+        heads = self.heads
+        N, P = s["cal_new"], s["prompt_len"]
+        cal_prompts = self.prompts(s["n_cal"], P, offset=1, part=0)
+        test_prompts = self.prompts(s["n_calm"], P, offset=2, part=1)
+        eps, delta = s.get("epsilon", 0.05), 0.1
+        lams = s.get("cal_thresholds", [0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+        S = P + N
         dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N))
-        # also the last (most aggressive) threshold tried, to show the trade-off past the certified one
-        for tag, lam_i in (("certified", cal.threshold), ("aggressive", cal.thresholds[-1])):
-            cfg = replace(base, threshold=lam_i)
-            runner = early_exit._Runner(self.target, heads, 1, S, cfg)
-            tf, tc, agree, cons, lay = [], [], [], [], []
-            for pr in test_prompts:
-                pr = pr[None]
-                lengths = torch.tensor([pr.shape[1]], device=dev)
-                a, full = timed(lambda: dec.generate(pr), dev, 3)
-                b, res = timed(lambda: early_exit._decode(runner, pr, lengths, cfg), dev, 3)
-                forced = early_exit._decode(runner, pr, lengths, cfg, forced=full)
-                tf.append(a)
-                tc.append(b)
-                agree.append(float((res.tokens == full).float().mean()))
-                cons.append(float((forced.tokens == full).float().mean()))
-                lay.append(res.mean_layers)
-            self.add(f"calm-{tag}-b1", {"method": "calm", "threshold": lam_i, "epsilon": eps, "delta": 0.1,
-                                        "min_layer": base.min_layer, "exit_every": base.exit_every,
-                                        "exit_heads_train_steps": s["exit_steps"], "exit_heads_train_s": train_s,
-                                        "calibration_s": cal_s, "measure": "softmax", "n_test": len(test_prompts)},
-                     {"consistency": sum(cons) / len(cons), "agreement_free_running": sum(agree) / len(agree),
-                      "exit_head_final_loss": losses[-1]},
-                     {"mean_layers": sum(lay) / len(lay), "layer_fraction": sum(lay) / len(lay) / s["target"].n_layer,
-                      "tokens_per_s": N / statistics.median(tc), "full_depth_tokens_per_s": N / statistics.median(tf),
-                      "speedup_vs_full": statistics.median(tf) / statistics.median(tc)})
+        min_layer = 2 if self.args.tiny else 4
+        for every in s.get("exit_every", [4, 2]):
+            base = early_exit.EarlyExitConfig(max_new_tokens=N, measure="softmax", min_layer=min_layer, exit_every=every)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no threshold certified" is recorded in the points
+                cal = early_exit.calibrate(self.target, heads, cal_prompts, base, epsilon=eps, delta=delta,
+                                           thresholds=lams, batch_size=1024)
+            cal_s = time.perf_counter() - t0
+            for lam, risk, p, lay in zip(cal.thresholds, cal.risks, cal.p_values, cal.mean_layers):
+                self.add(f"calm-cal-e{every}-lambda{lam}",
+                         {"method": "calm-calibration", "threshold": lam, "n_cal": len(cal_prompts),
+                          "min_layer": min_layer, "exit_every": every, "epsilon": eps, "delta": delta},
+                         {"consistency": 1 - risk, "p_value": p, "certified": float(p <= delta)},
+                         {"mean_layers": lay, "layer_fraction": lay / s["target"].n_layer})
+            # the certified threshold, and the last one tested (the first not certified) for the trade-off
+            for tag, lam_i in (("certified", cal.threshold), ("aggressive", cal.thresholds[-1])):
+                cfg = replace(base, threshold=lam_i)
+                runner = early_exit._Runner(self.target, heads, 1, S, cfg)
+                tf, tc, agree, cons, lay = [], [], [], [], []
+                for pr in test_prompts:
+                    pr = pr[None]
+                    lengths = torch.tensor([pr.shape[1]], device=dev)
+                    a, full = timed(lambda: dec.generate(pr), dev, 3)
+                    b, res = timed(lambda: early_exit._decode(runner, pr, lengths, cfg), dev, 3)
+                    forced = early_exit._decode(runner, pr, lengths, cfg, forced=full)
+                    tf.append(a)
+                    tc.append(b)
+                    agree.append(float((res.tokens == full).float().mean()))
+                    cons.append(float((forced.tokens == full).float().mean()))
+                    lay.append(res.mean_layers)
+                self.add(f"calm-e{every}-{tag}-b1",
+                         {"method": "calm", "threshold": lam_i, "epsilon": eps, "delta": delta, "min_layer": min_layer,
+                          "exit_every": every, "training": "joint exit losses (weights ∝ depth)",
+                          "n_cal": len(cal_prompts), "calibration_s": cal_s, "measure": "softmax",
+                          "n_test": len(test_prompts), "per_exit_val_loss": self.exit_val},
+                         {"consistency": sum(cons) / len(cons), "agreement_free_running": sum(agree) / len(agree),
+                          "calibration_consistency": 1 - cal.risks[cal.thresholds.index(lam_i)]
+                          if lam_i in cal.thresholds else 1.0},
+                         {"mean_layers": sum(lay) / len(lay), "layer_fraction": sum(lay) / len(lay) / s["target"].n_layer,
+                          "tokens_per_s": N / statistics.median(tc), "full_depth_tokens_per_s": N / statistics.median(tf),
+                          "speedup_vs_full": statistics.median(tf) / statistics.median(tc)})
 
     def cascade(self):
         """Next-character prediction on validation text: draft answers, defers to the target."""

@@ -19,14 +19,14 @@ def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path, load_bench):
     names = {p.name for p in points}
     assert not [x for x in names if x.startswith("error-")], names
     for want in ("target-only-b1", "target-only-b8", "speculative-plain-g2-b1", "speculative-distilled-g4-b1",
-                 "summary-distillspec", "calm-certified-b1", "cascade-max_prob"):
+                 "summary-distillspec", "calm-e2-certified-b1", "cascade-max_prob"):
         assert want in names
     spec = [p for p in points if p.name.startswith("speculative-")]
     assert all(p.quality["agreement"] >= 0.9 for p in spec)  # greedy: same tokens as the target (float32)
     assert all(0.0 <= p.quality["acceptance_rate"] <= 1.0 for p in spec)
     assert all("loadavg_1m" in p.cost for p in points)
     assert sorted(f.name for f in (tmp_path / "w").iterdir()) == [
-        "distilled.safetensors", "draft.safetensors", "target.safetensors"]
+        "distilled.safetensors", "distilled_tvd.safetensors", "draft.safetensors", "target.safetensors"]
 
 
 def test_to_hf_llama_same_logits_and_greedy_tokens(load_bench):

@@ -115,18 +115,32 @@ def divergence(kind: str, target_logits: torch.Tensor, draft_logits: torch.Tenso
 
 
 class _Sampler:
-    """Generated sequences for the distillation batches: a graphed `Decoder` built once (its
-    graphs read the model's parameters in place, so optimiser steps are seen)."""
+    """Generated sequences for the distillation batches, from a graphed `Decoder` built once.
 
-    def __init__(self, model: GPT, cfg: DistillSpecConfig, n: int, device):
-        self.n, self.dec = n, None
+    The draft's graphs read its parameters in place, so optimiser steps are seen: each call
+    decodes `n` fresh prompts (on-policy). The frozen target's sequences do not change during
+    distillation, so they are decoded `pool` rows at a time (large batches, few steps) and served
+    `n` per call — the same i.i.d. draws, far cheaper."""
+
+    def __init__(self, model: GPT, cfg: DistillSpecConfig, n: int, pool: int):
+        self.n, self.cfg, self.model = n, cfg, model
+        self.rows = max(n, pool)
+        self.buf, self.used = None, 0
         if n:
-            self.dec = Decoder(model, n, cfg.prompt_len + cfg.gen_len,
+            self.dec = Decoder(model, self.rows, cfg.prompt_len + cfg.gen_len,
                                DecodeConfig(max_new_tokens=cfg.gen_len, temperature=cfg.sample_temperature))
 
-    def __call__(self, prompts: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        self.dec.model.eval()
-        return self.dec.generate(prompts, generator=g)
+    def __call__(self, data: torch.Tensor, g: torch.Generator, device) -> torch.Tensor:
+        cfg = self.cfg
+        if self.buf is None or self.used + self.n > self.rows:
+            starts = torch.randint(len(data) - cfg.prompt_len, (self.rows,), generator=g)
+            prompts = data[starts[:, None] + torch.arange(cfg.prompt_len)].to(device)
+            self.model.eval()
+            self.buf = torch.cat([prompts, self.dec.generate(prompts, generator=g)], 1)
+            self.used = 0
+        out = self.buf[self.used : self.used + self.n]
+        self.used += self.n
+        return out
 
 
 def _batch(sampler: _Sampler, data: torch.Tensor, cfg: DistillSpecConfig, g: torch.Generator, device):
@@ -134,7 +148,7 @@ def _batch(sampler: _Sampler, data: torch.Tensor, cfg: DistillSpecConfig, g: tor
     starts = torch.randint(len(data) - T, (cfg.batch_size,), generator=g)
     x = data[starts[:, None] + torch.arange(T)].to(device)  # (B, T) data windows
     if sampler.n:
-        x[: sampler.n, cfg.prompt_len :] = sampler(x[: sampler.n, : cfg.prompt_len], g)
+        x[: sampler.n] = sampler(data, g, device)
     return x
 
 
@@ -170,7 +184,10 @@ def distill_draft(target: GPT, draft: GPT, data: torch.Tensor, config: DistillSp
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     losses = []
     n_gen = round(cfg.on_policy_fraction * cfg.batch_size)
-    sampler = _Sampler(draft if cfg.sample_model == "draft" else target, cfg, n_gen, device)
+    if cfg.sample_model == "draft":
+        sampler = _Sampler(draft, cfg, n_gen, n_gen)
+    else:  # the frozen teacher: decode its sequences in large batches
+        sampler = _Sampler(target, cfg, n_gen, min(512, n_gen * cfg.steps))
     for step in range(cfg.steps):
         x = _batch(sampler, data, cfg, g, device)
         with torch.no_grad(), amp:

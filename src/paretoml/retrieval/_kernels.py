@@ -225,14 +225,17 @@ def _invert_probes(probes, q0, q1, num_parts):
 
 
 @njit(cache=True, parallel=True)
-def build_lut16(qb, cb, levels):
-    """Per-query uint8 LUTs from (nq, B, 2) query blocks and (B, 16, 2) codebooks.
+def build_lut16(qb, cbt, levels):
+    """Per-query uint8 LUTs from (nq, B, dpb) query blocks and (B, dpb, 16) transposed codebooks.
 
-    Returns (lut8 (nq, B, 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
-    sum_b <q_b, cb[b, code_b]> ~= bias + scale * sum_b lut8[q, b, code_b].
+    Returns (lut8 (nq, B', 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
+    sum_b <q_b, cb[b, code_b]> ~= bias + scale * sum_b lut8[q, b, code_b]; B' is B rounded up to
+    even (a padding block's table is all zeros), so row q is the 32 * ceil(B/2) bytes the LUT16
+    scans read (the tables of code byte kb's low and high nibble at 32kb and 32kb + 16).
     """
     nq, nb, dpb = qb.shape
-    lut8 = np.empty((nq, nb, 16), np.uint8)
+    nbp = nb + (nb & 1)
+    lut8 = np.zeros((nq, nbp, 16), np.uint8)
     scale = np.empty(nq, np.float32)
     bias = np.empty(nq, np.float32)
     for q in prange(nq):
@@ -240,17 +243,21 @@ def build_lut16(qb, cb, levels):
         span = np.float32(0.0)
         tot = np.float32(0.0)
         for b in range(nb):
-            lo = np.float32(np.inf)
-            hi = np.float32(-np.inf)
+            v = lut[b]
+            x0 = qb[q, b, 0]
+            for j in range(16):  # contiguous over j: one vector of 16 floats
+                v[j] = x0 * cbt[b, 0, j]
+            for t in range(1, dpb):
+                xt = qb[q, b, t]
+                for j in range(16):
+                    v[j] += xt * cbt[b, t, j]
+            lo = v[0]
+            hi = v[0]
+            for j in range(1, 16):
+                lo = min(lo, v[j])
+                hi = max(hi, v[j])
             for j in range(16):
-                v = np.float32(0.0)
-                for t in range(dpb):
-                    v += qb[q, b, t] * cb[b, j, t]
-                lut[b, j] = v
-                lo = min(lo, v)
-                hi = max(hi, v)
-            for j in range(16):
-                lut[b, j] -= lo
+                v[j] -= lo
             tot += lo
             span = max(span, hi - lo)
         sc = max(span, np.float32(1e-30)) / levels
@@ -524,6 +531,8 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
     the caller's fill values.
     """
     nq, d = queries.shape
+    # f32 rows are read in place (kind 0: data is (n, 2d) uint16 halves of float32 rows)
+    fdata = data.view(np.float32) if kind == 0 else np.zeros((1, d), np.float32)
     for q in prange(nq):
         n = sizes[q]
         row = np.empty(d, np.float32)
@@ -540,10 +549,14 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
                 if slot == prev:
                     continue
                 prev = slot
-                _row_f32(data, kind, slot, row, tmp)
                 s = np.float32(0.0)
-                for t in range(d):
-                    s += queries[q, t] * row[t]
+                if kind == 0:
+                    for t in range(d):
+                        s += queries[q, t] * fdata[slot, t]
+                else:
+                    _row_f32(data, kind, slot, row, tmp)
+                    for t in range(d):
+                        s += queries[q, t] * row[t]
                 hsize = _heap_push(hs, hi, hsize, s + slot_bias[slot], slot)
         else:
             # best approximate score first; a slot already kept is a spilled duplicate

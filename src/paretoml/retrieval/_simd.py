@@ -75,14 +75,35 @@ def available_lanes() -> int:
     return min(cap_i, HOST_LANES)
 
 
+def _broadcast(builder, value, ty: ir.VectorType):
+    """A vector of type `ty` with every element = the scalar IR value `value`."""
+    one = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, ty.count), [0] * ty.count))
+
+
+@intrinsic
+def _ctz(typingctx, x):
+    """Index of the lowest set bit of a uint64 (undefined for 0)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64, ir.IntType(1)]),
+                                            "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.int64(types.uint64), codegen
+
+
 def _splat(ty: ir.VectorType, value: int) -> ir.Constant:
     return ir.Constant(ty, [ir.Constant(ty.element, value)] * ty.count)
 
 
 def _make_block_sums(lanes: int):
-    """An intrinsic ``f(codes, cbase, stride, nbytes, lut, lbase, out)`` that writes, for the
-    `lanes` points ``i`` of one block, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)] +
-    lut[lbase + 32kb + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` (uint16)."""
+    """An intrinsic ``f(codes, cbase, stride, nbytes, lut, lbase, out, at_least) -> mask`` that
+    writes, for the `lanes` points ``i`` of one block, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)]
+    + lut[lbase + 32kb + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` (uint16), and
+    returns the uint64 bit mask of the lanes with ``out[i] >= at_least`` (a uint16 value)."""
     v8 = ir.VectorType(_I8, lanes)
     v16 = ir.VectorType(_I16, lanes // 2)
     out_ty = ir.VectorType(_I16, lanes)
@@ -92,15 +113,15 @@ def _make_block_sums(lanes: int):
     # interleave even / odd point sums back into point order
     inter = ir.Constant(ir.VectorType(_I32, lanes), [j for i in range(lanes // 2) for j in (i, lanes // 2 + i)])
 
-    def block_sums(typingctx, codes, cbase, stride, nbytes, lut, lbase, out):
+    def block_sums(typingctx, codes, cbase, stride, nbytes, lut, lbase, out, at_least):
         if not (isinstance(codes, types.Array) and codes.dtype == types.uint8 and codes.ndim == 1
                 and isinstance(lut, types.Array) and lut.dtype == types.uint8 and lut.ndim == 1
                 and isinstance(out, types.Array) and out.dtype == types.uint16 and out.ndim == 1):
             return None
-        sig = types.void(codes, types.int64, types.int64, types.int64, lut, types.int64, out)
+        sig = types.uint64(codes, types.int64, types.int64, types.int64, lut, types.int64, out, types.uint16)
 
         def codegen(context, builder, signature, args):
-            ca, cb0, stride_v, nb, la, lb0, oa = args
+            ca, cb0, stride_v, nb, la, lb0, oa, least = args
             cdata = context.make_array(signature.args[0])(context, builder, ca).data
             ldata = context.make_array(signature.args[4])(context, builder, la).data
             odata = context.make_array(signature.args[6])(context, builder, oa).data
@@ -133,7 +154,9 @@ def _make_block_sums(lanes: int):
             even = builder.sub(a0, builder.shl(a1, eight))
             res = builder.shuffle_vector(even, a1, inter)
             builder.store(res, builder.bitcast(odata, out_ty.as_pointer()), align=1)
-            return context.get_dummy_value()
+            cmp = builder.icmp_unsigned(">=", res, _broadcast(builder, least, out_ty))
+            bits = builder.bitcast(cmp, ir.IntType(lanes))
+            return builder.zext(bits, _I64) if lanes < 64 else bits
 
         return sig, codegen
 
@@ -146,71 +169,101 @@ block_sums_64 = _make_block_sums(64)
 
 
 @njit(cache=True)
-def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out):
-    """Sums of a block of `w` (<= 64) points whose code bytes have stride `w`, into out[:w]."""
-    block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32])
+def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out, at_least):
+    """Sums of a block of `w` (<= 64) points whose code bytes have stride `w`, into out[:w];
+    returns the bit mask of the lanes < w whose sum is >= at_least."""
+    mask = block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32], at_least)
     if w > 32:
-        block_sums_32(codes, cbase + 32, w, nbytes, lut, lbase, out[32:])
+        mask |= block_sums_32(codes, cbase + 32, w, nbytes, lut, lbase, out[32:], at_least) << np.uint64(32)
+    if w < 64:
+        mask &= (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    return mask
 
 
 @njit(cache=True)
-def lut16_block_avx512(codes, cbase, w, nbytes, lut, lbase, out):
+def lut16_block_avx512(codes, cbase, w, nbytes, lut, lbase, out, at_least):
     """As `lut16_block_avx2` with one 64-byte shuffle per subspace pair for blocks of > 32 points."""
     if w > 32:
-        block_sums_64(codes, cbase, w, nbytes, lut, lbase, out)
+        mask = block_sums_64(codes, cbase, w, nbytes, lut, lbase, out, at_least)
     else:
-        block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32])
+        mask = block_sums_32(codes, cbase, w, nbytes, lut, lbase, out[:32], at_least)
+    if w < 64:
+        mask &= (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    return mask
 
 
 @njit(cache=True, inline="always")
 def _int_threshold(thr, base, scale, bias_max):
-    """Largest integer LUT sum that surely scores <= thr: blocks whose every sum is at most this
-    are skipped (two LUT steps of margin for float rounding); -1 when nothing can be skipped."""
+    """Smallest integer LUT sum that may score > thr (two LUT steps of margin for float
+    rounding): lanes below it are never candidates. 0 when every lane must be checked."""
     if thr == -np.inf:
-        return -1
+        return np.uint16(0)
     t = (thr - base - bias_max) / scale - 2.0
     if t < 0.0:
-        return -1
-    if t > 70000.0:
-        return 70000
-    return int(t)
+        return np.uint16(0)
+    if t >= 65535.0:
+        return np.uint16(65535)
+    return np.uint16(int(t) + 1)
 
 
 @njit(cache=True, inline="always")
-def _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-              cand_s, cand_i, sizes, scored, out, block_fn):
+def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                cand_s, cand_i, sizes, scored, block_fn):
+    """Scan queries q0:q1 partition by partition: every query probing partition p is scored
+    against it while its codes are in cache (the queries' heaps carry over between partitions)."""
     cap = cand_s.shape[1]
     nbytes = lut.shape[1] // 32
-    size = sizes[q]
-    thr = cand_s[q, 0] if size == cap else -np.inf
-    sc = scale[q]
-    for li in range(probes.shape[1]):
-        p = probes[q, li]
-        if p < 0:
-            continue
+    num_parts = offsets.shape[0] - 1
+    out = np.empty(64, np.uint16)
+    # "query -> probes" inverted into "partition -> (query, probe rank)", ranks ascending
+    counts = np.zeros(num_parts + 1, np.int64)
+    nl = probes.shape[1]
+    for q in range(q0, q1):
+        for li in range(nl):
+            p = probes[q, li]
+            if p >= 0:
+                counts[p + 1] += 1
+    for p in range(num_parts):
+        counts[p + 1] += counts[p]
+    fill = counts[:-1].copy()
+    pairs = np.empty((counts[num_parts], 2), np.int64)
+    for li in range(nl):
+        for q in range(q0, q1):
+            p = probes[q, li]
+            if p >= 0:
+                pairs[fill[p], 0] = q
+                pairs[fill[p], 1] = li
+                fill[p] += 1
+    for p in range(num_parts):
         e0 = offsets[p]
         e1 = offsets[p + 1]
-        scored[q] += e1 - e0
-        b = base[q, li]
+        if e0 == e1:
+            continue
         bmax = part_bias_max[p]
-        ithr = _int_threshold(thr, b, sc, bmax)
-        for eb in range(e0, e1, bw):
-            w = min(bw, e1 - eb)
-            block_fn(codes, eb * nbytes, w, nbytes, lut[q], 0, out)
-            m = 0
-            for i in range(w):
-                m = max(m, np.int64(out[i]))
-            if m <= ithr:
-                continue
-            for i in range(w):
-                slot = slots[eb + i]
-                s = b + sc * np.float32(out[i]) + slot_bias[slot]
-                if s > thr:
-                    size = _push(cand_s, cand_i, q, size, s, slot)
-                    if size == cap:
-                        thr = cand_s[q, 0]
-                        ithr = _int_threshold(thr, b, sc, bmax)
-    sizes[q] = size
+        for pi in range(counts[p], counts[p + 1]):
+            q = pairs[pi, 0]
+            li = pairs[pi, 1]
+            scored[q] += e1 - e0
+            size = sizes[q]
+            thr = cand_s[q, 0] if size == cap else -np.inf
+            sc = scale[q]
+            b = base[q, li]
+            ithr = _int_threshold(thr, b, sc, bmax)
+            lq = lut[q]
+            for eb in range(e0, e1, bw):
+                w = min(bw, e1 - eb)
+                mask = block_fn(codes, eb * nbytes, w, nbytes, lq, 0, out, ithr)
+                while mask:
+                    i = _ctz(mask)
+                    mask &= mask - np.uint64(1)
+                    slot = slots[eb + i]
+                    s = b + sc * np.float32(out[i]) + slot_bias[slot]
+                    if s > thr:
+                        size = _push(cand_s, cand_i, q, size, s, slot)
+                        if size == cap:
+                            thr = cand_s[q, 0]
+                            ithr = _int_threshold(thr, b, sc, bmax)
+            sizes[q] = size
 
 
 @njit(cache=True, inline="always")
@@ -253,7 +306,7 @@ def _push(cand_s, cand_i, q, size, s, idx):
 
 @njit(cache=True, parallel=True)
 def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                    cand_s, cand_i, sizes, scored):
+                    nchunks, cand_s, cand_i, sizes, scored):
     """LUT16 scan of every query's probed partitions with AVX2 shuffles, one query per task.
 
     Args:
@@ -266,17 +319,20 @@ def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_m
         slot_bias: (N,) float32 per-slot score offset.  bw: block width of the layout.
         cand_s, cand_i, sizes, scored: as `_kernels.scan_lut16`.
     """
-    for q in prange(probes.shape[0]):
-        out = np.empty(64, np.uint16)
-        _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                  cand_s, cand_i, sizes, scored, out, lut16_block_avx2)
+    nq = probes.shape[0]
+    step = (nq + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        _scan_chunk(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
+                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, lut16_block_avx2)
 
 
 @njit(cache=True, parallel=True)
 def scan_lut16_avx512(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                      cand_s, cand_i, sizes, scored):
+                      nchunks, cand_s, cand_i, sizes, scored):
     """`scan_lut16_avx2` with 64-byte (AVX-512BW) shuffles for blocks of more than 32 points."""
-    for q in prange(probes.shape[0]):
-        out = np.empty(64, np.uint16)
-        _scan_one(q, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                  cand_s, cand_i, sizes, scored, out, lut16_block_avx512)
+    nq = probes.shape[0]
+    step = (nq + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        _scan_chunk(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
+                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, lut16_block_avx512)
+

@@ -479,15 +479,12 @@ class Index:
                 order = np.argsort(-base, axis=1)  # base is <q, c> + a per-query constant
                 probes = np.take_along_axis(probes, order, axis=1)
                 base = np.ascontiguousarray(np.take_along_axis(base, order, axis=1))
-                nb = lut8.shape[1]
-                if nb % 2:  # the last byte's high nibble is padding: give it a zero table
-                    lut8 = np.concatenate([lut8, np.zeros((nq, 1, 16), np.uint8)], axis=1)
-                lut = lut8.reshape(nq, -1)
+                lut = lut8.reshape(nq, -1)  # (nq, 32 * nbytes): block count padded to even
                 pbm = (_kernels.part_bias_max(self._offsets, self._entry_slot, bias_slot)
                        if cfg.metric == "l2" else np.zeros(len(self._centres), np.float32))
                 kernel = _simd.scan_lut16_avx512 if lanes == 64 else _simd.scan_lut16_avx2
                 kernel(probes, base, lut, scale, self._offsets, self._entry_slot, self._entry_codes, pbm,
-                       bias_slot, self._block_width, cand_s, cand_i, sizes, scored)
+                       bias_slot, self._block_width, threads, cand_s, cand_i, sizes, scored)
             else:
                 _kernels.scan_lut16(probes, base, lut8, scale, self._offsets, self._entry_slot,
                                     self._entry_codes, bias_slot, self._block_width, threads, cand_s, cand_i,

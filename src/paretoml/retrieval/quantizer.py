@@ -88,9 +88,11 @@ class ProductQuantizer:
     def luts_u8(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8-quantized LUTs for LUT16 scanning.
 
-        Returns (lut8 (nq, B, 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
-        sum_b lut[q, b, code_b] ~= bias[q] + scale[q] * sum_b lut8[q, b, code_b]. The level
-        count keeps the uint16 sum over all blocks from overflowing.
+        Returns (lut8 (nq, B', 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
+        sum_b lut[q, b, code_b] ~= bias[q] + scale[q] * sum_b lut8[q, b, code_b]; B' = B rounded
+        up to even (zero tables pad). The level count keeps the uint16 sum over all blocks from
+        overflowing.
         """
         levels = np.float32(min(255, 65535 // self.num_blocks))
-        return _kernels.build_lut16(self._blocks(q), self.codebooks, levels)
+        cbt = np.ascontiguousarray(self.codebooks.transpose(0, 2, 1))
+        return _kernels.build_lut16(self._blocks(q), cbt, levels)

@@ -182,7 +182,7 @@ def settings(tiny: bool, device, profile: str = "") -> dict:
                     distill_steps=3, exit_steps=3, prompt_len=16, n_new=12, gammas=[2, 3, 4], repeats=1,
                     gamma_b8=3, gamma_sampled=3,
                     n_cal=4, cal_new=6, n_calm=1, big=None, hf_new=8, dtype=torch.float32, cascade_n=200,
-                    exit_every=[2], cal_thresholds=[0.9, 0.5])
+                    calm_configs=[("softmax", 2), ("classifier", 2)], cal_thresholds=[0.9, 0.5])
     big = GPTConfig.llama(vocab_size=32000, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048, d_ff=5632, block_size=2048)
     return dict(target=GPTConfig.llama(vocab_size=65, n_layer=16, n_head=8, n_embd=512, block_size=512, dropout=0.2),
                 draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=8, n_embd=768, block_size=512),
@@ -489,8 +489,17 @@ class Bench:
         S = P + N
         dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N))
         min_layer = 2 if self.args.tiny else 4
-        for every in s.get("exit_every", [4, 2]):
-            base = early_exit.EarlyExitConfig(max_new_tokens=N, measure="softmax", min_layer=min_layer, exit_every=every)
+        # CALM's learned confidence: classifiers for "this exit's token = the full model's" (model frozen)
+        t0 = time.perf_counter()
+        heads.float()
+        clf = early_exit.train_exit_classifiers(self.target32, heads, self.train_ids, steps=s["exit_steps"],
+                                                batch_size=32, seq_len=min(128, s["seq"]))
+        heads.to(s["dtype"])
+        clf_info = {"steps": s["exit_steps"], "seconds": round(time.perf_counter() - t0, 1),
+                    "first_loss": clf[0], "last_loss": clf[-1]}
+        log(f"  exit classifiers: {clf_info}")
+        for measure, every in s.get("calm_configs", [("softmax", 4), ("classifier", 4), ("classifier", 2)]):
+            base = early_exit.EarlyExitConfig(max_new_tokens=N, measure=measure, min_layer=min_layer, exit_every=every)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "no threshold certified" is recorded in the points
@@ -498,8 +507,8 @@ class Bench:
                                            thresholds=lams, batch_size=1024)
             cal_s = time.perf_counter() - t0
             for lam, risk, p, lay in zip(cal.thresholds, cal.risks, cal.p_values, cal.mean_layers):
-                self.add(f"calm-cal-e{every}-lambda{lam}",
-                         {"method": "calm-calibration", "threshold": lam, "n_cal": len(cal_prompts),
+                self.add(f"calm-cal-{measure}-e{every}-lambda{lam}",
+                         {"method": "calm-calibration", "measure": measure, "threshold": lam, "n_cal": len(cal_prompts),
                           "min_layer": min_layer, "exit_every": every, "epsilon": eps, "delta": delta},
                          {"consistency": 1 - risk, "p_value": p, "certified": float(p <= delta)},
                          {"mean_layers": lay, "layer_fraction": lay / s["target"].n_layer})
@@ -519,10 +528,11 @@ class Bench:
                     agree.append(float((res.tokens == full).float().mean()))
                     cons.append(float((forced.tokens == full).float().mean()))
                     lay.append(res.mean_layers)
-                self.add(f"calm-e{every}-{tag}-b1",
+                self.add(f"calm-{measure}-e{every}-{tag}-b1",
                          {"method": "calm", "threshold": lam_i, "epsilon": eps, "delta": delta, "min_layer": min_layer,
                           "exit_every": every, "training": "joint exit losses (weights ∝ depth)",
-                          "n_cal": len(cal_prompts), "calibration_s": cal_s, "measure": "softmax",
+                          "n_cal": len(cal_prompts), "calibration_s": cal_s, "measure": measure,
+                          "classifier_training": clf_info,
                           "n_test": len(test_prompts), "per_exit_val_loss": self.exit_val},
                          {"consistency": sum(cons) / len(cons), "agreement_free_running": sum(agree) / len(agree),
                           "calibration_consistency": 1 - cal.risks[cal.thresholds.index(lam_i)]

@@ -149,6 +149,30 @@ def test_finetune_with_exits_makes_early_layers_predictive():
     assert not torch.equal(m.blocks[0].attn.qkv.weight, w0)  # the model itself was trained
 
 
+def test_exit_classifiers_learn_which_exits_agree_with_full_depth():
+    m = _model()
+    heads = ee.ExitHeads(m)
+    data = torch.randint(0, 13, (3000,), generator=torch.Generator().manual_seed(0))
+    x = data[:320].view(10, 32)
+    assert torch.sigmoid(heads.classifiers[0](ee._features(m, heads, 0, ee._hidden_states(m, x)[0])[1])).eq(0.5).all()
+    losses = ee.train_exit_classifiers(m, heads, data, steps=60, batch_size=8, seq_len=32, lr=3e-2)
+    assert losses[-1] < losses[0]
+    # held-out windows: the classifier ranks agreeing exits above disagreeing ones (AUC > 0.5)
+    with torch.no_grad():
+        hs = ee._hidden_states(m, data[2000:2640].view(20, 32))
+        final = heads.logits(m, 3, hs[-1]).argmax(-1)
+        lg, feats = ee._features(m, heads, 1, hs[1])
+        score, label = heads.classifiers[1](feats)[..., 0].flatten(), (lg.argmax(-1) == final).flatten()
+    pos, neg = score[label], score[~label]
+    assert 0 < len(pos) < len(score)
+    auc = (pos[:, None] > neg[None]).double().mean()
+    assert auc > 0.6, auc
+    cfg = ee.EarlyExitConfig(threshold=0.0, tau=1e6, measure="classifier", min_layer=2, max_new_tokens=6)
+    assert (ee.generate(m, heads, _prompts(1), cfg).layers_used[:, 1:] == 2).all()
+    with pytest.raises(ValueError, match="1-D token tensor"):
+        ee.train_exit_classifiers(m, heads, data[:10], seq_len=32)
+
+
 def test_train_exit_heads_lowers_the_loss():
     m = _model()
     heads = ee.ExitHeads(m)

@@ -29,15 +29,17 @@ from paretoml.infer.decode import (DecodeConfig, Graphed, StaticLM, _norm, _rota
 from paretoml.infer.decode import generate as full_generate
 from paretoml.models.gpt import GPT, _norm as _make_norm
 
-__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "exit_weights", "exit_loss", "train_exit_heads", "calibrate",
+__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "exit_weights", "exit_loss", "train_exit_heads",
+           "train_exit_classifiers", "calibrate",
            "CalibrationResult", "generate", "hb_p_value"]
 
-_MEASURES = ("softmax", "saturation")
+_MEASURES = ("softmax", "saturation", "classifier")
 
 
 @dataclass(frozen=True)
 class EarlyExitConfig:
-    """threshold λ in [0, 1] (1: never exit early); measure "softmax" | "saturation"; tau: decay of
+    """threshold λ in [0, 1] (1: never exit early); measure "softmax" | "saturation" | "classifier"
+    (the exit heads' learned consistency classifiers, `train_exit_classifiers`); tau: decay of
     the threshold along the sequence; min_layer: earliest layer (1-based) that may exit;
     exit_every: test every k-th layer only (each test is one host sync per token)."""
 
@@ -80,6 +82,12 @@ class ExitHeads(nn.Module):
         if not isinstance(model, GPT):
             raise TypeError(f"ExitHeads: model must be a paretoml GPT, got {type(model).__name__}")
         self.norms = nn.ModuleList(_make_norm(model.cfg) for _ in range(model.cfg.n_layer - 1))
+        # CALM's early-exit classifiers: P(exit i's token = the full model's) from the exit state
+        # (normalised) and the exit's top-1 / top-1 − top-2 probabilities; zero-initialised (0.5)
+        self.classifiers = nn.ModuleList(nn.Linear(model.cfg.n_embd + 2, 1) for _ in range(model.cfg.n_layer - 1))
+        for c in self.classifiers:
+            nn.init.zeros_(c.weight)
+            nn.init.zeros_(c.bias)
         p = next(model.parameters())
         self.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():  # start from the final norm: layer L's head is exactly the model's
@@ -190,11 +198,59 @@ def _candidates(L: int, cfg: EarlyExitConfig) -> list[int]:
     return [i for i in range(L - 1) if i + 1 >= cfg.min_layer and (i + 1) % cfg.exit_every == 0]
 
 
+def _features(model: GPT, heads: ExitHeads, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exit i's logits (..., V) and the classifier's input (..., C + 2): the normalised state, the
+    top-1 probability and the top-1 − top-2 margin."""
+    hn = _norm(heads.norms[i], h)
+    lg = model.lm_head(hn)
+    top2 = torch.softmax(lg.float(), -1).topk(2, -1).values
+    feats = torch.cat([hn.float(), top2[..., :1], top2[..., :1] - top2[..., 1:]], -1)
+    return lg, feats.to(heads.classifiers[i].weight.dtype)
+
+
+def train_exit_classifiers(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps: int = 200,
+                           batch_size: int = 32, seq_len: int = 128, lr: float = 1e-2,
+                           generator: torch.Generator | None = None) -> list[float]:
+    """CALM's learned confidence: fit each exit's classifier (model and exit norms frozen) to
+    predict whether the exit's argmax equals the full model's (binary cross-entropy, summed over
+    exits), the event that calibration's consistency risk counts. Returns the loss per step."""
+    if not isinstance(data, torch.Tensor) or data.dim() != 1 or len(data) <= seq_len:
+        raise ValueError(f"train_exit_classifiers: data must be a 1-D token tensor longer than seq_len={seq_len}")
+    _check(model, heads, "early_exit.train_exit_classifiers")
+    device = next(model.parameters()).device
+    g = generator or torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(heads.classifiers.parameters(), lr=lr)
+    was = model.training
+    model.eval()
+    losses = []
+    try:
+        for _ in range(steps):
+            ix = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)[:, None] + torch.arange(seq_len)
+            with torch.no_grad():
+                hs = _hidden_states(model, data[ix].to(device))
+                final = heads.logits(model, len(hs) - 1, hs[-1]).argmax(-1)
+                inputs = [_features(model, heads, i, hs[i]) for i in range(len(hs) - 1)]
+            loss = 0.0
+            for i, (lg, feats) in enumerate(inputs):
+                label = (lg.argmax(-1) == final).to(feats.dtype)
+                loss = loss + F.binary_cross_entropy_with_logits(heads.classifiers[i](feats)[..., 0], label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        model.train(was)
+    return losses
+
+
 def _confidence(model: GPT, heads: ExitHeads, i: int, x: torch.Tensor, prev: torch.Tensor,
                 measure: str) -> torch.Tensor:
     """Per-row confidence (B,) of exiting after layer i with state x (B, 1, C); prev: the layer's input."""
     if measure == "saturation":
         return F.cosine_similarity(x.float(), prev.float(), dim=-1)[:, 0]
+    if measure == "classifier":
+        _, feats = _features(model, heads, i, x)
+        return torch.sigmoid(heads.classifiers[i](feats).float())[:, 0, 0]
     top2 = torch.softmax(heads.logits(model, i, x).float(), -1).topk(2, -1).values[:, 0]
     return top2[:, 0] - top2[:, 1]
 

@@ -98,13 +98,8 @@ class _Round:
         self.n = torch.full((B,), 2, dtype=torch.long, device=dev)  # tokens per row (pending = n-1)
         self.limit = torch.full((B,), 3, dtype=torch.long, device=dev)  # stop once n >= limit
         self.u = torch.zeros(B, 2 * g + 1, device=dev)  # uniforms: γ draft, γ accept, 1 residual
-        self.stats = torch.zeros(4, dtype=torch.float64, device=dev)  # Σβ, #verified, Σ(a+1), #row-rounds
+        self.stats = torch.zeros(1, dtype=torch.float64, device=dev)  # Σβ (sampled: Σ_x min(p, q) verified)
         self.ar = torch.arange(g + 1, device=dev)
-        self.done = torch.zeros((), dtype=torch.bool, device=dev)  # all rows finished after this round
-        # greedy statistics: accepted prefix length per round and row (−1: row inactive), one write per round
-        self.max_rounds = S + 1
-        self.alog = torch.full((self.max_rounds, B), -1, dtype=torch.long, device=dev)
-        self.r = torch.zeros(1, dtype=torch.long, device=dev)
 
     def probs(self, logits):
         c = self.cfg
@@ -113,9 +108,12 @@ class _Round:
     def __call__(self):
         g, B = self.cfg.gamma, self.B
         seq, u = self.seq, self.u
-        active = self.n < self.limit  # (B,)
-        # finished rows recompute harmless junk at fixed in-range positions
-        n = torch.where(active, self.n, torch.full_like(self.n, 2))
+        if B == 1:  # the host stops as soon as the row is done: no per-row masking needed
+            active, n = None, self.n
+        else:
+            active = self.n < self.limit  # (B,)
+            # finished rows recompute harmless junk at fixed in-range positions
+            n = torch.where(active, self.n, torch.full_like(self.n, 2))
         # Draft: its cache is valid up to n-3 at least, so the first step feeds the last two
         # tokens (re-writing position n-2 costs nothing at T=2 and covers a bonus token).
         s0 = (n - 2).clamp_min(0)
@@ -147,17 +145,24 @@ class _Round:
         r = torch.where(r.sum(-1, keepdim=True) > 0, r, pa)  # p == q exactly: nothing to correct
         t = sample_from(r, u[:, 2 * g])
         cand = torch.cat([d, torch.zeros_like(d[:, :1])], 1).scatter_(1, a[:, None], t[:, None])
-        pos = n[:, None] + self.ar  # (B, γ+1)
-        seq.scatter_(1, pos, torch.where(active[:, None], cand, seq.gather(1, pos)))
-        self.n.copy_(torch.where(active, n + a + 1, self.n))
+        self._advance(n, a, cand, active)
         # α: Σ_x min(p, q) over the draft positions the target verified (j <= a, j < γ)
         beta = torch.minimum(p[:, :g], q).sum(-1)  # (B, γ)
-        verified = (torch.arange(g, device=a.device)[None] <= a[:, None]) & active[:, None]
-        act = active.double()
-        self.stats += torch.stack([(beta * verified).sum().double(), verified.sum().double(),
-                                   ((a + 1) * active).sum().double(), act.sum()])
-        self.done.copy_((self.n >= self.limit).all())
-        return active.any()
+        verified = torch.arange(g, device=a.device)[None] <= a[:, None]
+        if active is not None:
+            verified = verified & active[:, None]
+        self.stats[0] += (beta * verified).sum().double()
+        return None
+
+    def _advance(self, n, a, cand, active):
+        """Write the accepted tokens + the target's token and move each row's length on."""
+        pos = n[:, None] + self.ar  # (B, γ+1)
+        if active is None:
+            self.seq.scatter_(1, pos, cand)
+            self.n.add_(a + 1)
+        else:
+            self.seq.scatter_(1, pos, torch.where(active[:, None], cand, self.seq.gather(1, pos)))
+            self.n.copy_(torch.where(active, n + a + 1, self.n))
 
     def _greedy(self, n, active, lg):
         """The same round for temperature 0 with argmaxes instead of one-hot distributions
@@ -174,14 +179,8 @@ class _Round:
         a = ok.long().cumprod(1).sum(1)
         t = top.gather(1, a[:, None])  # the target's token after the accepted prefix
         cand = torch.cat([d, torch.zeros_like(d[:, :1])], 1).scatter_(1, a[:, None], t)
-        pos = n[:, None] + self.ar
-        seq.scatter_(1, pos, torch.where(active[:, None], cand, seq.gather(1, pos)))
-        self.n.copy_(torch.where(active, n + a + 1, self.n))
-        # greedy statistics from the accepted lengths, summed up once after the last round
-        self.alog.index_copy_(0, self.r.clamp_max(self.max_rounds - 1), torch.where(active, a, -1)[None])
-        self.r.add_(1)
-        self.done.copy_((self.n >= self.limit).all())
-        return active.any()
+        self._advance(n, a, cand, active)
+        return None  # the host reads the lengths: accepted counts and "done" follow from them
 
 
 class SpeculativeDecoder:
@@ -218,27 +217,31 @@ class SpeculativeDecoder:
         rnd.n.copy_(lengths)
         rnd.limit.copy_(lengths + cfg.max_new_tokens)
         rnd.stats.zero_()
-        rnd.alog.fill_(-1)
-        rnd.r.zero_()
         zero = torch.zeros(B, dtype=torch.long, device=self.device)
         rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
         rnd.dlm.forward(padded, zero)
         rounds = 0
+        limit = (lengths + cfg.max_new_tokens).cpu()
+        n_prev = lengths.to("cpu", copy=True)
+        acc = [0.0, 0.0, 0.0, 0.0]  # Σ accepted, Σ verified, Σ(a+1), row-rounds
         while True:
             if cfg.temperature > 0:
                 _fill_uniform(rnd.u, generator)
             self.graphed()
             rounds += 1
-            if bool(rnd.done):  # the one host sync per round
+            n_now = rnd.n.to("cpu", copy=True)  # the one host sync per round: lengths give "done" and the accepted counts
+            act = n_prev < limit
+            a = (n_now - n_prev - 1)[act]
+            acc[0] += float(a.sum())
+            acc[1] += float(torch.clamp(a + 1, max=cfg.gamma).sum())  # draft positions the target verified
+            acc[2] += float((a + 1).sum())
+            acc[3] += float(act.sum())
+            n_prev = n_now
+            if bool((n_now >= limit).all()):
                 break
         idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=self.device)
-        if cfg.temperature == 0:  # greedy α = accepted / verified draft positions (γ at most per round)
-            a = rnd.alog[:rounds]
-            act = a >= 0
-            s = [float((a * act).sum()), float(((a + 1).clamp_max(cfg.gamma) * act).sum()),
-                 float(((a + 1) * act).sum()), float(act.sum())]
-        else:
-            s = rnd.stats.tolist()
+        # α: greedy, accepted / verified draft positions; sampled, the mean of Σ_x min(p, q) over them
+        s = [acc[0] if cfg.temperature == 0 else float(rnd.stats[0]), acc[1], acc[2], acc[3]]
         return SpeculativeResult(rnd.seq.gather(1, idx), s[0] / max(s[1], 1.0), s[2] / max(s[3], 1.0), rounds)
 
 

@@ -37,10 +37,12 @@ SWEEP: dict[str, tuple[dict, dict]] = {
     "base_noaug": (BASE, dict(epochs=40, augment=0.0)),
     "base": (BASE, dict(epochs=40, augment=0.5)),
     "k3m": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=40, augment=0.5)),
+    "k3m60": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=60, augment=0.5)),
     "k3m_long": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=100, augment=0.5)),
     "h96k2m": ({**BASE, "embed_dim": 16, "hidden": 96, "hidden2": 128, "kernel2": 2, "mean_pool": True},
                dict(epochs=60, augment=0.5)),
     "w1024": ({**BASE, "window": 1024}, dict(epochs=40, augment=0.5)),
+    "w1024k3m": ({**BASE, "window": 1024, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=60, augment=0.5)),
     "w1024c8": ({**BASE, "window": 1024, "chunk": 8, "hidden": 96, "hidden2": 128, "kernel2": 2, "mean_pool": True},
                 dict(epochs=60, augment=0.5)),
 }

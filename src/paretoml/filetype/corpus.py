@@ -38,7 +38,8 @@ import numpy as np
 from paretoml.filetype.features import FeatureConfig, features_from_ends, read_ends
 from paretoml.filetype.labels import KNOWLEDGE_BASE
 
-__all__ = ["CorpusConfig", "build_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES"]
+__all__ = ["CorpusConfig", "build_corpus", "extend_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES", "EXTRA_DEBIAN_PACKAGES",
+           "EXTRA_NPM_PACKAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,21 @@ DEBIAN_PACKAGES = (
 ).split()
 NPM_PACKAGES = ("typescript rxjs zod bootstrap vue handlebars sql.js @vue/runtime-core lodash-es "
                 "date-fns ember-source express").split()
+
+# Added in session 2 to the *train* split only (`extend_corpus`): more source packages for the
+# types whose training data came from one or two packages (TypeScript, JavaScript, C/C++
+# headers, YAML, reStructuredText, LaTeX, CSS/SCSS, web fonts, Markdown READMEs).
+EXTRA_DEBIAN_PACKAGES = (
+    "libcurl4-doc libcjson-dev libsqlite3-dev zlib1g-dev libssl-dev libglib2.0-dev libsodium-dev "
+    "nlohmann-json3-dev libasio-dev libcereal-dev libwebsocketpp-dev libmsgpack-cxx-dev libglm-dev libyaml-cpp-dev "
+    "ruby-faker rubocop docutils-doc sphinx-doc python3-sphinx texlive-science"
+).split()
+EXTRA_NPM_PACKAGES = (
+    "type-fest @types/node @types/react csstype @tanstack/query-core valibot fp-ts io-ts hono @sinclair/typebox "
+    "superstruct yup mobx @reduxjs/toolkit redux xstate immer effect ts-pattern neverthrow jquery moment axios "
+    "underscore d3 chart.js acorn esprima mocha three highlight.js marked uglify-js @fontsource/roboto "
+    "@fontsource/inter font-awesome bulma foundation-sites animate.css normalize.css js-yaml commander yargs"
+).split()
 
 # Extension → label, from the knowledge base, with the ambiguous ones settled.
 _EXT: dict[str, str] = {}
@@ -184,8 +200,10 @@ def _name_label(path: Path, head: bytes) -> str | None:
     ext = name.rsplit(".", 1)[1] if "." in name[1:] else ""
     if ext == "pl" and "prolog" in s:
         return "prolog"
-    if ext in ("h", "hpp") and "boost" in s:
+    if ext in ("h", "hpp") and re.search(r"boost|cxx|c\+\+", s):
         return "cpp"
+    if name.endswith(".rst.txt"):  # Sphinx's copies of its reStructuredText sources
+        return "rst"
     if ext in _EXT:
         return _EXT[ext]
     if not ext and head.startswith(b"#!"):
@@ -219,7 +237,7 @@ def _dpkg_owner_map() -> dict[str, str]:
 def _source_of(path: Path, out_dir: Path, owners: dict[str, str]) -> str:
     """The package a file comes from: the unit that train/val/test never share."""
     s = str(path)
-    for base in ("debs", "npm", "gen"):
+    for base in ("debs", "npm", "gen", "pypi"):
         prefix = str(out_dir / base) + os.sep
         if s.startswith(prefix):
             parts = s[len(prefix):].split(os.sep)
@@ -300,7 +318,7 @@ def fetch_debian(packages: list[str], deb_dir: Path) -> None:
             subprocess.run(["apt-get", "download", p], cwd=deb_dir, capture_output=True, timeout=300)
 
 
-def _unpack(debs: Path | None, npm: Path | None, out_dir: Path) -> None:
+def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | None = None) -> None:
     if debs is not None:
         for deb in sorted(debs.glob("*.deb")):
             dest = out_dir / "debs" / deb.name.split("_")[0]
@@ -314,6 +332,14 @@ def _unpack(debs: Path | None, npm: Path | None, out_dir: Path) -> None:
             dest = out_dir / "npm" / tgz.name[:-4]
             if not dest.exists():
                 with tarfile.open(tgz) as tf:
+                    tf.extractall(dest, filter="data")
+    if pypi is not None:  # source distributions (``pip download --no-binary :all:``)
+        import tarfile
+
+        for sd in sorted(pypi.glob("*.tar.gz")):
+            dest = out_dir / "pypi" / sd.name[:-7]
+            if not dest.exists():
+                with tarfile.open(sd) as tf:
                     tf.extractall(dest, filter="data")
 
 
@@ -388,6 +414,82 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
     for r in rows:
         counts[r["label"]] = counts.get(r["label"], 0) + 1
     return counts
+
+
+def extend_corpus(out_dir: str | Path, *, debs: Path | None = None, npm: Path | None = None,
+                  pypi: Path | None = None, per_source: int = 200, per_label: int = 1500, seed: int = 0) -> dict[str, int]:
+    """Add the packages in `debs` / `npm` / `pypi` to an existing corpus, in its **train** split only.
+
+    Validation and test rows are left exactly as they were, so numbers measured on them
+    before and after stay comparable and the held-out packages stay unseen. Packages whose
+    source already occurs in the corpus (any split) are skipped; files are labelled and
+    verified as in `build_corpus` and de-duplicated against the whole corpus by their
+    feature tokens; at most `per_source` files per (label, package) and `per_label` new
+    files per label are added. ``unknown`` and out-of-scope files are not added.
+
+    Returns:
+        new files per label.
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / "manifest.jsonl").exists():
+        raise FileNotFoundError(f"{out_dir}: no manifest.jsonl — build the corpus first with "
+                                f"`paretoml filetype corpus {out_dir}`")
+    rows = [json.loads(x) for x in (out_dir / "manifest.jsonl").read_text().splitlines() if x]
+    old = np.load(out_dir / "tokens.npy")
+    if len(old) != len(rows):
+        raise ValueError(f"{out_dir}: manifest has {len(rows)} rows but tokens.npy has {len(old)}")
+    known = {r["source"] for r in rows}
+    known |= {"debs:" + k.split(":", 1)[1] for k in known if k.startswith("deb:")}  # installed here = same package
+    installed_py = {k.split(":", 1)[1] for k in known if k.startswith("py:")}
+    seen_tok = {hashlib.sha256(t.tobytes()).digest() for t in old}
+    dirs = ("debs", "npm", "pypi")
+    before = {d: set(os.listdir(out_dir / d)) if (out_dir / d).exists() else set() for d in dirs}
+    _unpack(debs, npm, out_dir, pypi)
+    roots = []
+    for d in dirs:
+        for name in sorted(set(os.listdir(out_dir / d)) - before[d]) if (out_dir / d).exists() else []:
+            if f"{d}:{name}" not in known and not (d == "pypi" and re.split(r"[-.]", name)[0].lower() in installed_py):
+                roots.append(out_dir / d / name)
+    rng = random.Random(seed)
+    cands: dict[tuple[str, str], list[Path]] = {}
+    for p in _walk(roots):
+        try:
+            if p.is_symlink() or not p.is_file():
+                continue
+            with open(p, "rb") as f:
+                head = f.read(64)
+        except OSError:
+            continue
+        lab = _name_label(p, head)
+        if lab is not None and lab not in ("unknown", "oos"):
+            cands.setdefault((lab, _source_of(p, out_dir, {})), []).append(p)
+    magic = _magic()
+    fcfg = FeatureConfig(window=1024, block_size=4096)
+    seen: set[bytes] = set()
+    new_rows, new_toks, added = [], [], {}
+    for (lab, src), paths in sorted(cands.items()):
+        rng.shuffle(paths)
+        kept = 0
+        for p in paths:
+            if kept >= per_source or added.get(lab, 0) >= per_label:
+                break
+            got = _load_verified(p, lab, magic, fcfg, seen)
+            if got is None:
+                continue
+            tokens, size, mime = got
+            key = hashlib.sha256(tokens.tobytes()).digest()
+            if key in seen_tok:
+                continue
+            seen_tok.add(key)
+            new_rows.append({"path": str(p), "label": lab, "source": src, "size": size, "mime": mime,
+                             "split": "train", "split_by": "extension"})
+            new_toks.append(tokens)
+            kept += 1
+            added[lab] = added.get(lab, 0) + 1
+    log.info("extension: %d files from %d packages", len(new_rows), len(roots))
+    if new_rows:
+        _write(out_dir, rows + new_rows, list(old) + new_toks)
+    return added
 
 
 def _load_verified(p: Path, lab: str, magic, fcfg: FeatureConfig, seen: set[bytes]):

@@ -485,7 +485,8 @@ class Bench:
         cal_prompts = self.prompts(s["n_cal"], P, offset=1, part=0)
         test_prompts = self.prompts(s["n_calm"], P, offset=2, part=1)
         eps, delta = s.get("epsilon", 0.05), 0.1
-        lams = s.get("cal_thresholds", [0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+        lams = s.get("cal_thresholds", [0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6,
+                                        0.5, 0.4, 0.3])
         S = P + N
         dec = decode.Decoder(self.target, 1, S, decode.DecodeConfig(max_new_tokens=N))
         min_layer = 2 if self.args.tiny else 4
@@ -560,8 +561,10 @@ class Bench:
         acc_large_cal = float((large(x[:half]).argmax(-1) == y[:half]).float().mean())
         acc_large = float((large(x[half:]).argmax(-1) == y[half:]).float().mean())
         acc_small = float((small(x[half:]).argmax(-1) == y[half:]).float().mean())
-        for rule in ("max_prob", "margin", "entropy"):
+        for rule in ("max_prob", "margin", "entropy", "learned"):
             c = cas.Cascade(small, large, rule)
+            if rule == "learned":  # the gain regression is fitted on half of the calibration half
+                c.fit_rule(x[: half // 2], y[: half // 2])
             c.calibrate(x[:half], y[:half], target_accuracy=acc_large_cal)
             out = c.predict(x[half:])
             acc = float((out.predictions == y[half:]).float().mean())

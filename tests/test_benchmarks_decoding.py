@@ -19,7 +19,7 @@ def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path, load_bench):
     names = {p.name for p in points}
     assert not [x for x in names if x.startswith("error-")], names
     for want in ("target-only-b1", "target-only-b8", "speculative-plain-g2-b1", "speculative-distilled-g4-b1",
-                 "summary-distillspec", "calm-classifier-e2-certified-b1", "cascade-max_prob"):
+                 "summary-distillspec", "calm-classifier-e2-certified-b1", "cascade-max_prob", "cascade-learned"):
         assert want in names
     spec = [p for p in points if p.name.startswith("speculative-")]
     assert all(p.quality["agreement"] >= 0.9 for p in spec)  # greedy: same tokens as the target (float32)

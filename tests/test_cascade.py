@@ -68,6 +68,53 @@ def test_cascade_calibration_reaches_target_with_minimal_deferral():
     assert cas.predict(x).deferral_rate < out.deferral_rate
 
 
+def _gain_task(n=1200, seed=0):
+    """Easy rows (40%): small sure and right. Mid rows (30%): small p_max 0.6, right half the time,
+    large right. Hopeless rows (30%): small p_max 0.4 and both wrong. Chow's rule defers the
+    hopeless rows first; only the mid rows gain from the large model."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    kind = torch.randint(0, 10, (n,), generator=g)
+    easy, mid = kind < 4, (kind >= 4) & (kind < 7)
+    hopeless = kind >= 7
+    wrong = (y + 1) % 3
+    coin = torch.rand(n, generator=g) < 0.5
+    top = torch.where(easy | (mid & coin), y, wrong)
+    jitter = 0.05 * (torch.rand(n, generator=g) - 0.5)  # confidences vary within a group, not with correctness
+    pmax = torch.where(easy, 0.95, torch.where(mid, 0.6, 0.4)) + jitter
+    probs = ((1 - pmax) / 2)[:, None].expand(n, 3).clone()
+    probs[torch.arange(n), top] = pmax
+    large_pred = torch.where(hopeless, wrong, y)
+    x = torch.cat([probs.log(), large_pred[:, None].float()], 1)
+    small = lambda x: x[:, :3]  # noqa: E731
+    large = lambda x: 5.0 * torch.nn.functional.one_hot(x[:, 3].long(), 3).float()  # noqa: E731
+    return x, y, mid, small, large
+
+
+def test_learned_rule_defers_where_the_large_model_gains():
+    x, y, mid, small, large = _gain_task()
+    acc_large = float((large(x).argmax(-1) == y).float().mean())
+    chow = Cascade(small, large, "max_prob")
+    chow.calibrate(x, y, target_accuracy=acc_large)
+    learned = Cascade(small, large, "learned")
+    w = learned.fit_rule(x[:600], y[:600])
+    assert w.shape == (13,)
+    learned.calibrate(x, y, target_accuracy=acc_large)
+    out_c, out_l = chow.predict(x), learned.predict(x)
+    assert float((out_l.predictions == y).float().mean()) >= acc_large
+    # the learned rule defers the mid rows only (30%); Chow's has to take the hopeless ones too (60%)
+    assert not (out_l.deferred & ~mid).any()
+    assert out_l.deferral_rate == pytest.approx(float(mid.float().mean()), abs=0.03)
+    assert out_c.deferral_rate == pytest.approx(float(mid.float().mean()) + 0.3, abs=0.05)
+    # the gain estimate: 0.5 on mid rows, 0 elsewhere (groups are separable by the features)
+    from paretoml.infer.cascade import gain_features
+
+    est = gain_features(small(x)) @ w
+    assert float(est[mid].mean()) == pytest.approx(float(((large(x).argmax(-1) == y).double()
+                                                         - (small(x).argmax(-1) == y).double())[mid].mean()), abs=0.05)
+    assert float(est[~mid].abs().mean()) < 0.05 and float(est[~mid].max()) < float(est[mid].min())
+
+
 def test_cascade_bad_input():
     x, y, _, small, large = _task(20)
     with pytest.raises(ValueError, match="rule"):
@@ -86,3 +133,15 @@ def test_cascade_bad_input():
         confidence(torch.zeros(2, 3), "x")
     with pytest.raises(ValueError, match="shape"):
         confidence(torch.zeros(3))
+    with pytest.raises(ValueError, match="needs fitted weights"):
+        confidence(torch.zeros(2, 3), "learned")
+    with pytest.raises(ValueError, match="not fitted"):
+        Cascade(small, large, "learned").calibrate(x, y, 0.9)
+    with pytest.raises(ValueError, match="only the 'learned' rule"):
+        Cascade(small, large).fit_rule(x, y)
+    with pytest.raises(ValueError, match="labels"):
+        Cascade(small, large, "learned").fit_rule(x, y[:5])
+    from paretoml.infer.cascade import gain_features
+
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        gain_features(torch.zeros(2, 3, 4))

@@ -8,6 +8,13 @@ probability ("max_prob"), the top-1 − top-2 margin ("margin") or the negative 
 is length-biased. `calibrate` picks the smallest deferral that reaches a target quality on
 held-out data.
 
+Chow's rule (defer the least confident first) is not optimal when the large model is also
+unsure there: deferring helps where the large model is right *and* the small one wrong. The
+"learned" rule (a post-hoc estimator of that gain, Narasimhan et al. 2022; Gupta et al. 2024)
+fits E[1(large right) − 1(small right) | small model's probabilities] on held-out data by
+least squares over simple features (sorted top-5 probabilities, entropy, their squares) and
+defers where the estimated gain is largest (`fit_rule`, then `calibrate`).
+
     >>> cas = Cascade(small, large, rule="max_prob")
     >>> cas.calibrate(x_val, y_val, target_accuracy=acc_large_val)   # sets cas.threshold
     >>> out = cas.predict(x_test)       # out.predictions, out.deferred (runs `large` on deferred rows only)
@@ -20,9 +27,9 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Cascade", "CascadeOutput", "confidence"]
+__all__ = ["Cascade", "CascadeOutput", "confidence", "gain_features"]
 
-_RULES = ("max_prob", "margin", "entropy", "quantile")
+_RULES = ("max_prob", "margin", "entropy", "quantile", "learned")
 
 
 def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0.0) -> torch.Tensor:
@@ -33,6 +40,9 @@ def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0
     """
     if rule not in _RULES:
         raise ValueError(f"confidence: rule must be one of {_RULES}, got {rule!r}")
+    if rule == "learned":
+        raise ValueError("confidence: the 'learned' rule needs fitted weights; use Cascade(..., rule='learned') "
+                         "and Cascade.fit_rule")
     if logits.dim() not in (2, 3):
         raise ValueError(f"confidence: logits must have shape (N, K) or (N, T, K), got {tuple(logits.shape)}")
     lp = torch.log_softmax(logits.float(), -1)
@@ -49,6 +59,19 @@ def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0
     else:
         s = (p * lp).sum(-1)  # −entropy
     return s.min(-1).values
+
+
+def gain_features(logits: torch.Tensor) -> torch.Tensor:
+    """Features of the small model's logits (N, K) for the learned rule: sorted top-5
+    probabilities, entropy, and their squares, plus a constant → (N, 13) float64."""
+    if logits.dim() != 2:
+        raise ValueError(f"gain_features: the learned rule takes logits (N, K), got {tuple(logits.shape)}")
+    lp = torch.log_softmax(logits.double(), -1)
+    p = lp.exp()
+    k = min(5, p.shape[-1])
+    top = torch.nn.functional.pad(p.topk(k, -1).values, (0, 5 - k))
+    f = torch.cat([top, -(p * lp).sum(-1, keepdim=True)], -1)
+    return torch.cat([torch.ones_like(f[:, :1]), f, f * f], -1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +93,7 @@ class Cascade:
     Args:
         small: the cheap model (any callable, e.g. an `nn.Module` in eval mode).
         large: the expensive model; called only on the deferred rows.
-        rule: "max_prob" | "margin" | "entropy" | "quantile".
+        rule: "max_prob" | "margin" | "entropy" | "quantile" | "learned" (call `fit_rule` first).
         threshold: defer when the small model's confidence < threshold (None: calibrate first).
         quantile: for rule "quantile".
     """
@@ -85,7 +108,32 @@ class Cascade:
             raise ValueError(f"Cascade: quantile must be in [0, 1], got {quantile!r}")
         self.small, self.large, self.rule, self.quantile = small, large, rule, quantile
         self.threshold = threshold
+        self.weights_: torch.Tensor | None = None  # the learned rule's gain regression, set by fit_rule
         self.curve_: list[tuple[float, float]] | None = None  # (deferral rate, accuracy), set by calibrate
+
+    def _confidence(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.rule != "learned":
+            return confidence(logits, self.rule, self.quantile)
+        if self.weights_ is None:
+            raise ValueError("Cascade: the 'learned' rule is not fitted; call fit_rule(x, y) on held-out data first")
+        return -(gain_features(logits) @ self.weights_).float()  # high estimated gain = low confidence
+
+    @torch.no_grad()
+    def fit_rule(self, x, y: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
+        """Fit the learned rule on held-out (x, y): ridge least squares of the deferral gain
+        1(large right) − 1(small right) on `gain_features` of the small model's logits.
+        Returns the weights (also kept as `weights_`)."""
+        if self.rule != "learned":
+            raise ValueError(f"Cascade.fit_rule: only the 'learned' rule is fitted, this cascade uses {self.rule!r}")
+        y = torch.as_tensor(y)
+        ls, ll = self.small(x), self.large(x)
+        if len(y) != len(ls) or len(y) == 0:
+            raise ValueError(f"Cascade.fit_rule: got {len(y)} labels for {len(ls)} examples (need equal, >= 1)")
+        f = gain_features(ls)
+        gain = ((ll.argmax(-1) == y).double() - (ls.argmax(-1) == y).double()).to(f.device)
+        a = f.T @ f + ridge * len(f) * torch.eye(f.shape[1], dtype=f.dtype, device=f.device)
+        self.weights_ = torch.linalg.solve(a, f.T @ gain)
+        return self.weights_
 
     @torch.no_grad()
     def predict(self, x) -> CascadeOutput:
@@ -93,7 +141,7 @@ class Cascade:
         if self.threshold is None:
             raise ValueError("Cascade.predict: no threshold; pass one to Cascade(...) or call calibrate() first")
         ls = self.small(x)
-        conf = confidence(ls, self.rule, self.quantile)
+        conf = self._confidence(ls)
         pred = ls.argmax(-1)
         defer = conf < self.threshold
         if bool(defer.any()):
@@ -116,7 +164,7 @@ class Cascade:
         ls, ll = self.small(x), self.large(x)
         if len(y) != len(ls) or len(y) == 0:
             raise ValueError(f"Cascade.calibrate: got {len(y)} labels for {len(ls)} examples (need equal, >= 1)")
-        conf = confidence(ls, self.rule, self.quantile)
+        conf = self._confidence(ls)
         order = conf.argsort()  # least confident first
         ok_s = (ls.argmax(-1) == y)[order].float()
         ok_l = (ll.argmax(-1) == y)[order].float()

@@ -187,7 +187,7 @@ def settings(tiny: bool, device, profile: str = "") -> dict:
     return dict(target=GPTConfig.llama(vocab_size=65, n_layer=16, n_head=8, n_embd=512, block_size=512, dropout=0.2),
                 draft=GPTConfig.llama(vocab_size=65, n_layer=1, n_head=8, n_embd=768, block_size=512),
                 t_seconds=75, t_steps=4000, d_seconds=15, d_steps=2000, batch=64, seq=256, lr=1.5e-3,
-                distill_steps=300, exit_steps=300, prompt_len=64, n_new=128, gammas=[3, 4, 5, 6, 7], repeats=5,
+                distill_steps=600, exit_steps=300, prompt_len=64, n_new=128, gammas=[3, 4, 5, 6, 7], repeats=5,
                 gamma_b8=5, gamma_sampled=4, n_cal=1000, cal_new=64, n_calm=10, big=big, hf_new=64, dtype=torch.float32, cascade_n=8000)
 
 
@@ -277,6 +277,12 @@ class Bench:
                                        "sample_model": cfg.sample_model, "sample_temperature": cfg.sample_temperature,
                                        "generated_fraction": cfg.on_policy_fraction, "lr": cfg.lr}
             self.vl[name] = val_loss(model, self.val_ids, self.device, s["seq"])
+        # control: the plain draft trained on data for as many more steps (is the gain distillation or training?)
+        self.plain_long = copy.deepcopy(self.draft)
+        info = train_lm(self.plain_long, self.train_ids, seconds=1e9, max_steps=s["distill_steps"], batch_size=32,
+                        seq_len=32 + gen, lr=5e-4, device=self.device, seed=2)
+        self.distill_info["plain_long"] = {**info, "what": "plain draft, same extra steps on data"}
+        self.vl["plain_long"] = val_loss(self.plain_long, self.val_ids, self.device, s["seq"])
         log(f"  distilled: {self.distill_info} val {self.vl}")
         if self.args.save_dir:  # trained weights, safetensors (no pickle)
             from safetensors.torch import save_model
@@ -288,7 +294,7 @@ class Bench:
     def cast(self):
         dt = self.s["dtype"]
         self.target32 = copy.deepcopy(self.target).float()  # quality is scored in float32
-        for m in (self.target, self.draft, self.distilled, self.distilled_tvd, self.heads):
+        for m in (self.target, self.draft, self.distilled, self.distilled_tvd, self.plain_long, self.heads):
             m.to(dt)
 
     def prompts(self, n, length, offset=0, part=None):
@@ -330,10 +336,11 @@ class Bench:
         self.anatomy(S)
         best = {}
         drafts = (("plain", self.draft, s["gammas"]), ("distilled", self.distilled, s["gammas"]),
+                  ("plain_long", self.plain_long, s["gammas"][1:-1]),
                   ("distilled_tvd", self.distilled_tvd, s["gammas"][1:-1]))
         for name, dr, gammas in drafts:
             for g in gammas:
-                for B in ((1, 8) if g == s["gamma_b8"] and name != "distilled_tvd" else (1,)):
+                for B in ((1, 8) if g == s["gamma_b8"] and name in ("plain", "distilled") else (1,)):
                     prompts = self.prompts(B, L)
                     cfg = speculative.SpeculativeConfig(gamma=g, max_new_tokens=N)
                     t0 = time.perf_counter()
@@ -388,6 +395,8 @@ class Bench:
                                          "gamma_sampled": g},
                  {"best_speedup_plain": best["plain"][0], "best_speedup_distilled": best["distilled"][0],
                   "distilled_over_plain": best["distilled"][0] / best["plain"][0],
+                  "best_speedup_plain_long": best["plain_long"][0],
+                  "distilled_over_plain_long": best["distilled"][0] / best["plain_long"][0],
                   "sampled_speedup_plain": sp_["plain"], "sampled_speedup_distilled_tvd": sp_["distilled_tvd"],
                   "sampled_speedup_distilled": sp_["distilled"],
                   "sampled_distilled_tvd_over_plain": sp_["distilled_tvd"] / sp_["plain"]},

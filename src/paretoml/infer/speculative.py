@@ -221,24 +221,26 @@ class SpeculativeDecoder:
         rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
         rnd.dlm.forward(padded, zero)
         rounds = 0
-        limit = (lengths + cfg.max_new_tokens).cpu()
-        n_prev = lengths.to("cpu", copy=True)
-        acc = [0.0, 0.0, 0.0, 0.0]  # Σ accepted, Σ verified, Σ(a+1), row-rounds
+        limit = (lengths + cfg.max_new_tokens).tolist()
+        hist = [lengths.tolist()]
         while True:
             if cfg.temperature > 0:
                 _fill_uniform(rnd.u, generator)
             self.graphed()
             rounds += 1
-            n_now = rnd.n.to("cpu", copy=True)  # the one host sync per round: lengths give "done" and the accepted counts
-            act = n_prev < limit
-            a = (n_now - n_prev - 1)[act]
-            acc[0] += float(a.sum())
-            acc[1] += float(torch.clamp(a + 1, max=cfg.gamma).sum())  # draft positions the target verified
-            acc[2] += float((a + 1).sum())
-            acc[3] += float(act.sum())
-            n_prev = n_now
-            if bool((n_now >= limit).all()):
+            n_now = rnd.n.tolist()  # the one host sync per round; little host work before the next launch
+            hist.append(n_now)
+            if all(v >= lim for v, lim in zip(n_now, limit)):
                 break
+        acc = [0, 0, 0, 0]  # Σ accepted, Σ verified, Σ(a+1), row-rounds, from the lengths after each round
+        for prev, now in zip(hist, hist[1:]):
+            for p, q, lim in zip(prev, now, limit):
+                if p < lim:
+                    a = q - p - 1
+                    acc[0] += a
+                    acc[1] += min(a + 1, cfg.gamma)  # draft positions the target verified
+                    acc[2] += a + 1
+                    acc[3] += 1
         idx = lengths[:, None] + torch.arange(cfg.max_new_tokens, device=self.device)
         # α: greedy, accepted / verified draft positions; sampled, the mean of Σ_x min(p, q) over them
         s = [acc[0] if cfg.temperature == 0 else float(rnd.stats[0]), acc[1], acc[2], acc[3]]

@@ -139,6 +139,19 @@ def _torchao_copies(lin: nn.Linear, device: str, copies: int) -> dict:
     return out
 
 
+def _kernel_pick(variant: str, m: int, n: int, k: int) -> str | None:
+    """The tuner's choice for our kernels on this shape (which kernel and block sizes won)."""
+    if not variant.startswith("ours"):
+        return None
+    from paretoml.infer import _triton
+
+    bits = 8 if "int8" in variant else 4
+    for key, pick in _triton._BEST.items():
+        if key[:4] == (_triton._m_bucket(m), n, k, bits):
+            return f"{pick[0]}{pick[1]}"
+    return None
+
+
 def run_kernels(device: str, tiny: bool, rounds: int) -> list[Point]:
     shapes = [(96, 128), (64, 256)] if tiny else SHAPES
     ms = [1, 16] if tiny else MS
@@ -199,6 +212,7 @@ def run_kernels(device: str, tiny: bool, rounds: int) -> list[Point]:
                 points.append(Point(
                     name=f"{name} N{n} K{k} M{m}",
                     config={"part": "kernels", "variant": name, "N": n, "K": k, "M": m, "dtype": str(dtype),
+                            "kernel_pick": _kernel_pick(name, m, n, k) if cuda else None,
                             "peer_version": variants[name][1], "rounds": rounds, "weight_copies": len(variants[name][0]),
                             "timing": "cuda graph of one call per weight copy" if cuda else "wall clock"},
                     quality={"rel_err_vs_fp64": errs[name]},

@@ -18,6 +18,8 @@ Two kernels, chosen per shape by a small measured tuner (`_pick`):
   * `_gemv_kernel` (M <= 4): CUDA cores, split-K over a grid of (N/BN, SPLIT_K) programs; each
     program streams (BN, CH·32-byte) weight tiles through a cp.async pipeline, dequantises them
     (one group scale/zero per row and tile) and keeps elementwise fp32 accumulators, reduced once.
+    With SPLIT_K > 1 the last split to finish a column tile sums the fp32 partials in-kernel
+    (arrival counter), so a call is one kernel launch, not zero-fill + kernel + copy.
   * `_mm_kernel` (any M): dequantises a (BN, BK) weight tile in registers to the activation dtype
     and feeds `tl.dot` as the left operand (out_tᵀ = W · xᵀ, "swap AB" for skinny M) with fp32
     accumulation.
@@ -80,7 +82,7 @@ def _scale_tile(q, s_ptr, z_ptr, offs_n, mask_n, stride_sn, k0, GS: tl.constexpr
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
+def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                  M, N, K, row_bytes, n_chunks, chunks_per_split,
                  stride_xm, stride_wn, stride_sn, stride_om,
                  BITS: tl.constexpr, GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -160,7 +162,20 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
     if SPLIT_K == 1:
         tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=omask)
     else:
-        tl.atomic_add(optr, acc, mask=omask)
+        # Split-K fix-up inside the kernel (no zero-fill or copy kernels around it): each split
+        # stores its fp32 partial tile, the last split of a column tile to arrive (counted with an
+        # acq_rel atomic) sums the partials in a fixed order, writes the output and re-arms the
+        # counter to 0 for the next call.
+        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(wsp + pid_k * (M * N), acc, mask=omask)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((M_PAD, BN), dtype=tl.float32)
+            for sk in tl.static_range(SPLIT_K):
+                total += tl.load(wsp + sk * (M * N), mask=omask, other=0.0, cache_modifier=".cg")
+            tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
 
 
 @triton.jit
@@ -254,7 +269,8 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
 
     if m_bucket == 1:
         cands = [("gemv", c) for c in [(32, 4, 1, 4, 4), (64, 4, 2, 4, 4), (128, 2, 4, 4, 4), (32, 8, 1, 4, 3),
-                                       (16, 8, 1, 4, 4), (64, 2, 1, 4, 4)]]
+                                       (16, 8, 1, 4, 4), (64, 2, 1, 4, 4), (32, 4, 4, 4, 4), (16, 4, 2, 4, 4),
+                                       (64, 4, 8, 4, 3)]]
     elif m_bucket <= 4:
         cands = [("gemv", c) for c in [(16, 4, 1, 4, 3), (32, 2, 1, 4, 3), (16, 4, 2, 4, 3)]]
         cands += [("mm", (16, 64, 2, 4, 4)), ("mm", (16, 128, 2, 4, 3))]
@@ -276,6 +292,26 @@ def _default(m_bucket: int, bits: int = 8, group_size: int | None = None) -> tup
     return configs_for(m_bucket, bits, group_size)[0]
 
 
+_WORKSPACE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _split_workspace(device: torch.device, split_k: int, m: int, n: int, tiles: int):
+    """fp32 partials (split_k·m·n) and zeroed per-tile arrival counters, shared by every layer on
+    the device and grown on demand. Made outside CUDA-graph capture (the first call of a shape
+    runs eagerly); the kernel leaves the counters at 0, so one buffer serves every later call.
+    Safe because kernels on one stream run one after another."""
+    need_ws, need_locks = split_k * m * n, tiles
+    ws, locks = _WORKSPACE.get(device, (None, None))
+    if ws is None or ws.numel() < need_ws or locks.numel() < need_locks:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("paretoml quantized kernels: run each layer once before CUDA-graph capture "
+                               "(split-K workspace must be allocated outside the capture)")
+        ws = torch.empty(max(need_ws, 0 if ws is None else ws.numel()), device=device, dtype=torch.float32)
+        locks = torch.zeros(max(need_locks, 0 if locks is None else locks.numel()), device=device, dtype=torch.int32)
+        _WORKSPACE[device] = (ws, locks)
+    return ws, locks
+
+
 def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_features, out):
     m, k = x.shape
     n = wq.shape[0]
@@ -290,14 +326,12 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
         cps = -(-n_chunks // split_k)
         cps = -(-cps // ch) * ch
         split_k = -(-n_chunks // cps)
-        target = out if split_k == 1 else torch.zeros(out.shape, device=out.device, dtype=torch.float32)
         grid = (triton.cdiv(n, bn), split_k)
-        _gemv_kernel[grid](x, wq, scale, z, b, target, m, n, in_features, row_bytes, n_chunks, cps,
-                           x.stride(0), wq.stride(0), scale.stride(0), target.stride(0),
+        ws, locks = _split_workspace(out.device, split_k, m, n, grid[0]) if split_k > 1 else (out, out)
+        _gemv_kernel[grid](x, wq, scale, z, b, out, ws, locks, m, n, in_features, row_bytes, n_chunks, cps,
+                           x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
                            M_PAD=_m_bucket(m), BN=bn, CH=ch, SPLIT_K=split_k, STAGES=stages, num_warps=warps,
                            **common)
-        if split_k > 1:
-            out.copy_(target)
     else:
         bm, bn, ch, warps, stages = cfg
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)

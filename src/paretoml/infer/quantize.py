@@ -13,7 +13,7 @@ data). Measured (docs/quantize.md): HQQ wins on MiniLM embeddings, RTN on GPT pe
 
 Dequantised weight: ``w = q · s + z`` with q the signed code (int8: -128..127; int4: -8..7),
 s, z the scale and zero of the row's group (z = 0 when symmetric). Forward paths:
-  * CUDA (fp16/bf16/fp32 activations): `paretoml.infer._triton` (GEMV for M <= 8, tl.dot else).
+  * CUDA (fp16/bf16/fp32 activations): `paretoml.infer._triton` (CUDA-core GEMV for M <= 4, tl.dot else).
   * CPU: dequantise + F.linear. ``torch._weight_int8pack_mm`` (int8, per channel, symmetric) and
     ``torch._weight_int4pack_mm_for_cpu`` (int4, groups of 32..256) are wired in but opt-in
     (`USE_TORCH_CPU_KERNELS`): on our CPU they measured 35-50x slower than dequantise + matmul.

@@ -23,3 +23,18 @@ def test_bench_filetype_tiny(tmp_path, shared_data):
     assert len(ours) == 1
     q = ours[0]["quality"]
     assert 0 <= q["magika_tests_correct"] <= q["magika_tests_total"] == 16
+
+
+def test_bench_filetype_train_tiny(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    out = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_filetype_train.py"), "--tiny", "--serial",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    points = [json.loads(x) for x in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [p["name"] for p in points] == ["tiny_a", "tiny_b"]
+    for p in points:
+        assert 0 <= p["val_accuracy"] <= 1 and p["params"] > 0
+        meta = json.loads((out / p["name"] / "model.json").read_text())
+        assert meta["train_config"]["export_dtype"] == "float16" and len(meta["labels"]) == 2

@@ -368,3 +368,50 @@ def test_training_snippets_equal_features_of_the_snippet():
     for i, c in enumerate(contents):
         want = features_from_bytes(c[int(a[i]):int(b[i])] if ok[i] else c, FeatureConfig(window=w)).tokens
         np.testing.assert_array_equal(out[i].numpy(), want)
+
+
+def test_extend_corpus_adds_train_rows_only(tmp_path):
+    pytest.importorskip("magic")
+    import io
+    import tarfile
+
+    from paretoml.filetype.corpus import extend_corpus
+    from paretoml.filetype.train import load_packed, pack_corpus
+
+    corpus = tmp_path / "c"
+    with pytest.raises(FileNotFoundError, match="build the corpus first"):
+        extend_corpus(corpus)
+    corpus.mkdir()
+    ts = "export interface Point {\n  x: number;\n  y: number;\n}\n\nexport function norm(p: Point): number {\n" \
+         "  return Math.sqrt(p.x * p.x + p.y * p.y);\n}\n"
+    old = [features_from_bytes(b"old validation file, plain text\n" * 3, FeatureConfig(window=1024)).tokens,
+           features_from_bytes(ts.encode(), FeatureConfig(window=1024)).tokens]
+    rows = [{"path": "/x/a.txt", "label": "txt", "source": "deb:a", "size": 96, "mime": "text/plain", "split": "val",
+             "split_by": "source"},
+            {"path": "/x/b.ts", "label": "typescript", "source": "npm:seen-1.0.0", "size": len(ts), "mime": "text/plain",
+             "split": "test", "split_by": "source"}]
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    np.save(corpus / "tokens.npy", np.stack(old))
+    npm = tmp_path / "npm"
+    npm.mkdir()
+
+    def pack(name, files):
+        with tarfile.open(npm / f"{name}.tgz", "w:gz") as tf:
+            for fname, text in files.items():
+                data = text.encode()
+                ti = tarfile.TarInfo(f"package/{fname}")
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+
+    js = "function add(a, b) {\n  return a + b;\n}\nmodule.exports = { add: add, name: 'adder' };\n"
+    pack("fresh-2.0.0", {"a.ts": ts.replace("Point", "Vec"), "dup.ts": ts, "b.js": js})
+    pack("seen-1.0.0", {"c.js": js.replace("add", "sub")})  # a package already in the corpus: skipped
+    added = extend_corpus(corpus, npm=npm)
+    assert added == {"typescript": 1, "javascript": 1}  # dup.ts has the same tokens as a test row
+    new = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
+    assert new[:2] == rows and {r["split"] for r in new[2:]} == {"train"}
+    assert {r["source"] for r in new[2:]} == {"npm:fresh-2.0.0"}
+    data = pack_corpus(corpus, tmp_path / "p.npz")
+    back = load_packed(tmp_path / "p.npz")
+    assert set(back) == set(data) and all(np.array_equal(back[k], data[k]) for k in data)
+    assert len(back["label"]) == 3  # train + val rows; the test row is not packed

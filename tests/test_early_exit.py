@@ -127,12 +127,42 @@ def test_exit_loss_is_the_weighted_per_layer_lm_loss():
     hs = ee._hidden_states(m, x)
     with torch.no_grad():
         ref = [torch.nn.functional.cross_entropy(heads.logits(m, i, hs[i]).flatten(0, 1), y.flatten()) for i in range(4)]
+    per = per.tolist()
     assert per == pytest.approx([float(r) for r in ref], rel=1e-6)
-    assert float(loss) == pytest.approx(sum((i + 1) / 10 * float(r) for i, r in enumerate(ref)), rel=1e-6)
-    assert per[-1] == pytest.approx(float(m(x, y).loss), rel=1e-6)  # the last exit is the model itself
+    assert float(loss.detach()) == pytest.approx(sum((i + 1) / 10 * float(r) for i, r in enumerate(ref)), rel=1e-6)
+    assert per[-1] == pytest.approx(float(m(x, y).loss.detach()), rel=1e-6)  # the last exit is the model itself
     assert ee.exit_weights(4).tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
     with pytest.raises(ValueError, match="one entry per layer"):
         ee.exit_loss(m, heads, x, y, weights=[1.0, 1.0])
+
+
+def test_simulated_exits_in_training_match_state_propagation_at_decoding():
+    m = _model()
+    x = torch.randint(0, 13, (1, 9), generator=torch.Generator().manual_seed(5))
+    t, e = 6, 1  # token 6 exits after layer 1 (0-based): layers 2, 3 get its K/V from the exit state
+    exits = torch.full_like(x, 3)
+    exits[0, t] = e
+    with torch.no_grad():
+        hs = list(ee._forward_states(m, x, exits))
+        plain = list(ee._forward_states(m, x))
+        ref = m.lm_head(m.ln_f(hs[-1]))[0, t + 1]
+        # decoding: full prefill of 0..5, token 6 through layers 0..1 then K/V fill, token 7 at full depth
+        lm = decode.StaticLM(m, 1, 16)
+        lm.forward(x[:, :t], torch.tensor([0]))
+        ctx = lm.context(1, torch.tensor([t]))
+        h = lm.embed(x[:, t : t + 1], ctx)
+        for i in range(e + 1):
+            h = lm.block(i, h, ctx)
+        ee._KVFill(lm)(e, h, ctx)
+        got = lm.forward(x[:, t + 1 : t + 2], torch.tensor([t + 1]))[0, 0]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)  # GPT.RMSNorm rounds to float32
+    assert not torch.allclose(ref, m.lm_head(m.ln_f(plain[-1]))[0, t + 1])  # propagation changed it
+    # no exits: the model's own forward
+    torch.testing.assert_close(plain[-1], list(ee._forward_states(m, x, torch.full_like(x, 3)))[-1])
+    ex = ee.random_exits((4, 50), 4, ee.EarlyExitConfig(min_layer=1, exit_every=2), 0.5, torch.Generator().manual_seed(0))
+    assert set(ex.unique().tolist()) == {1, 3} and 0.3 < float((ex == 1).float().mean()) < 0.7
+    with pytest.raises(ValueError, match="shape of x"):
+        ee.exit_loss(m, ee.ExitHeads(m), x, x, exits=ex)
 
 
 def test_finetune_with_exits_makes_early_layers_predictive():
@@ -140,10 +170,10 @@ def test_finetune_with_exits_makes_early_layers_predictive():
     heads = ee.ExitHeads(m)
     data = torch.arange(3000) % 13  # a deterministic cycle: every layer can learn it
     x, y = data[:64].view(2, 32), data[1:65].view(2, 32)
-    before = ee.exit_loss(m, heads, x, y)[1]
+    before = ee.exit_loss(m, heads, x, y)[1].tolist()
     w0 = m.blocks[0].attn.qkv.weight.detach().clone()
     losses = ee.train_exit_heads(m, heads, data, steps=30, batch_size=8, seq_len=32, lr=1e-2, finetune_model=True)
-    after = ee.exit_loss(m, heads, x, y)[1]
+    after = ee.exit_loss(m, heads, x, y)[1].tolist()
     assert losses[-1] < losses[0]
     assert after[0] < before[0] - 1.0, (before, after)  # the first exit learned, not only the last
     assert not torch.equal(m.blocks[0].attn.qkv.weight, w0)  # the model itself was trained

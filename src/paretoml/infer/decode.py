@@ -133,7 +133,12 @@ class StaticLM:
         self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.key_pos = torch.arange(max_len, device=p.device)
         # RoPE as one complex multiply: interleaved pairs (x0, x1) are exactly complex numbers
-        self.rot = torch.complex(model.rope_cos, model.rope_sin) if cfg.pos == "rope" else None
+        self.rot = None
+        if cfg.pos == "rope":  # complex64 (complex128 for float64 models); there is no bf16 complex
+            cos, sin = model.rope_cos, model.rope_sin
+            if cos.dtype != torch.float64:
+                cos, sin = cos.float(), sin.float()
+            self.rot = torch.complex(cos, sin)
         # residual adds fused into the output GEMMs (x + y·Wᵀ by addmm) where the layers have no bias
         self._fuse = not cfg.bias and all(isinstance(b.ffn, MLP) for b in model.blocks)
 
@@ -392,7 +397,7 @@ def _rows(padded: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _fill_uniform(u: torch.Tensor, generator: torch.Generator | None) -> None:
-    if generator is None or generator.device == u.device:
+    if generator is None or generator.device.type == u.device.type:
         u.uniform_(generator=generator)
     else:
         u.copy_(torch.rand(u.shape, generator=generator))

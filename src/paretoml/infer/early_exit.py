@@ -29,7 +29,7 @@ from paretoml.infer.decode import (DecodeConfig, Graphed, StaticLM, _norm, _rota
 from paretoml.infer.decode import generate as full_generate
 from paretoml.models.gpt import GPT, _norm as _make_norm
 
-__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "exit_weights", "exit_loss", "train_exit_heads",
+__all__ = ["EarlyExitConfig", "EarlyExitResult", "ExitHeads", "exit_weights", "exit_loss", "random_exits", "train_exit_heads",
            "train_exit_classifiers", "calibrate",
            "CalibrationResult", "generate", "hb_p_value"]
 
@@ -107,26 +107,82 @@ def exit_weights(n_layer: int) -> torch.Tensor:
 
 
 def exit_loss(model: GPT, heads: ExitHeads, x: torch.Tensor, y: torch.Tensor,
-              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
+              weights: torch.Tensor | None = None, exits: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """CALM's training objective: Σ_i w_i · CE(exit head i(h_i), y) over all L layers (the last is
     the model's own head), w from `exit_weights` unless given. Runs the model in its current mode
-    (dropout on in training) with gradients. Returns the loss and the per-layer losses (floats).
-    Use it in place of the plain LM loss to train (or fine-tune) a model whose intermediate
-    layers can exit confidently."""
+    (dropout on in training) with gradients. Returns the loss and the per-layer losses (a
+    detached (L,) tensor; no host sync). Use it in place of the plain LM loss to train (or fine-tune) a model whose intermediate
+    layers can exit confidently.
+
+    exits (B, T) long, optional: a simulated exit layer per token (0-based; ≥ L − 1 = none, see
+    `random_exits`). At every layer j past a token's exit, the keys and values that later tokens
+    see of it are computed from its exit state — exactly CALM's state propagation at decoding
+    time — so the model learns to read propagated states (without it, the propagated keys and
+    values, not the exit decisions, cause most disagreements with full depth)."""
     _check(model, heads, "early_exit.exit_loss")
     L = model.cfg.n_layer
     w = (exit_weights(L) if weights is None else torch.as_tensor(weights, dtype=torch.float32)).to(x.device)
     if w.shape != (L,):
         raise ValueError(f"exit_loss: weights must have one entry per layer ({L}), got shape {tuple(w.shape)}")
-    h = model.embed(x)
-    rope = model.rope(0, x.shape[1])
+    if exits is not None and exits.shape != x.shape:
+        raise ValueError(f"exit_loss: exits must have the shape of x {tuple(x.shape)}, got {tuple(exits.shape)}")
     loss, per = 0.0, []
-    for i, blk in enumerate(model.blocks):
-        h, _ = blk(h, rope)
+    for i, h in enumerate(_forward_states(model, x, exits)):
         ce = F.cross_entropy(heads.logits(model, i, h).float().flatten(0, 1), y.flatten())
         loss = loss + w[i] * ce
         per.append(ce.detach())
-    return loss, [float(c) for c in torch.stack(per).cpu()]
+    return loss, torch.stack(per)
+
+
+def _forward_states(model: GPT, x: torch.Tensor, exits: torch.Tensor | None = None):
+    """Yield the hidden state after each layer (with gradients), with simulated exits (see `exit_loss`)."""
+    h = model.embed(x)
+    rope = model.rope(0, x.shape[1])
+    h_exit = h
+    for i, blk in enumerate(model.blocks):
+        if exits is None:
+            h, _ = blk(h, rope)
+        else:
+            h = _propagated_block(model, blk, h, h_exit, exits < i, rope)
+            h_exit = torch.where((exits == i)[..., None], h, h_exit)
+        yield h
+
+
+def random_exits(shape, n_layer: int, config: "EarlyExitConfig", p: float = 0.5,
+                 generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Simulated exits for `exit_loss`: each token exits with probability p after a layer drawn
+    uniformly from those `config` tests (min_layer, exit_every), else never (n_layer − 1)."""
+    cands = torch.tensor(_candidates(n_layer, config) or [n_layer - 1])
+    pick = cands[torch.randint(len(cands), shape, generator=generator)]
+    out = torch.where(torch.rand(shape, generator=generator) < p, pick, torch.full(shape, n_layer - 1))
+    return out.to(device)
+
+
+def _propagated_block(model: GPT, blk, h: torch.Tensor, h_exit: torch.Tensor, use: torch.Tensor, rope):
+    """A block whose keys/values come from h_exit for tokens where `use` (B, T) holds."""
+    from paretoml.models.gpt import _rope
+
+    cfg = model.cfg
+    B, T, C = h.shape
+    nh, nkv, hs = cfg.n_head, cfg.kv_heads, cfg.head_dim
+    att = blk.attn
+    xn = blk.ln_1(h)
+    kvn = torch.where(use[..., None], blk.ln_1(h_exit), xn)
+    wq, wkv = att.qkv.weight[: nh * hs], att.qkv.weight[nh * hs :]
+    bq, bkv = (att.qkv.bias[: nh * hs], att.qkv.bias[nh * hs :]) if att.qkv.bias is not None else (None, None)
+    q = F.linear(xn, wq, bq).view(B, T, nh, hs).transpose(1, 2)
+    k, v = F.linear(kvn, wkv, bkv).view(B, T, 2 * nkv, hs).transpose(1, 2).split(nkv, dim=1)
+    if rope is not None:
+        q, k = _rope(q, *rope), _rope(k, *rope)
+    if nkv != nh:
+        k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=att.dropout if model.training else 0.0)
+    h = h + att.proj(y.transpose(1, 2).reshape(B, T, C))
+    out = blk.ffn(blk.ln_2(h))
+    if hasattr(out, "aux_loss"):
+        out = out.out
+    return h + out
 
 
 def train_exit_heads(model: GPT, heads: ExitHeads, data: torch.Tensor, *, steps: int = 200,

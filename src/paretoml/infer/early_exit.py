@@ -363,7 +363,8 @@ class _KVFill:
 class _Runner:
     """Static buffers and the graphed pieces of one early-exit decode step (B = 1 for per-sequence
     exits): one graph per segment of layers between tested layers (the first also embeds the
-    token), one host sync per tested layer, one graph per exit point (fused K/V fill + argmax)."""
+    token, the last also emits the full-depth token), one host sync per tested layer, one graph per
+    exit point (fused K/V fill + argmax)."""
 
     @torch.no_grad()
     def __init__(self, model: GPT, heads: ExitHeads, B: int, S: int, cfg: EarlyExitConfig):
@@ -382,11 +383,15 @@ class _Runner:
         self.ctx = self.lm.context(1, self.n - 1)  # static tensors, refreshed by the first segment
         graphs = use_graphs(dev, cfg.cuda_graphs)
         pool = torch.cuda.graph_pool_handle() if graphs else None
-        self.segment = [Graphed(lambda a=a, b=b: self._segment(a, b), graphs, pool) for a, b in self.segments]
+        # the last segment ends the token at full depth: its exit is in the same graph (one launch less)
+        self.segment = [Graphed(lambda a=a, b=b: self._segment(a, b), graphs, pool) for a, b in self.segments[:-1]]
         self.exit = {}
-        for i in ends:  # capture runs _exit (n += 1) a few times: keep positions in range
+        for i in self.candidates:  # capture runs _exit (n += 1) a few times: keep positions in range
             self.n.fill_(2)
             self.exit[i] = Graphed(lambda i=i: self._exit(i), graphs, pool)
+        a, b = self.segments[-1]
+        self.n.fill_(2)
+        self.segment.append(Graphed(lambda: (self._segment(a, b), self._exit(b)), graphs, pool))
 
     def _embed(self):
         c = self.lm.context(1, self.n - 1)
@@ -450,11 +455,11 @@ def _decode(r: _Runner, padded: torch.Tensor, lengths: torch.Tensor, cfg: EarlyE
         lam = _threshold(cfg, t)
         exit_at = last
         for k, (a, b) in enumerate(r.segments):
-            r.segment[k]()
+            r.segment[k]()  # the last one also emits the full-depth token
             if b != last and lam < 1.0 and float(r.conf) >= lam:  # host sync per tested layer
                 exit_at = b
+                r.exit[b]()
                 break
-        r.exit[exit_at]()
         used.append(exit_at + 1)
         if forced is not None:
             pos = (r.n - 1)[:, None]

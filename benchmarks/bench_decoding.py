@@ -614,7 +614,7 @@ def main(argv=None):
     b.phase("train", b.train)
     b.phase("distill", b.distill)
     b.phase("cast", b.cast)
-    for name in ("speculative", "hf", "big", "calm", "cascade"):
+    for name in ("speculative", "calm", "cascade", "hf", "big"):  # most important first
         if name not in skip:
             b.phase(name, getattr(b, name))
     log(f"wrote {len(b.points)} points to {args.out}")

@@ -225,6 +225,39 @@ def _invert_probes(probes, q0, q1, num_parts):
 
 
 @njit(cache=True, parallel=True)
+def top_probes(cscore, leaves):
+    """The `leaves` best partitions of every query, best first (ties: lower index first).
+
+    Args:
+        cscore: (nq, P) float32 query-centre scores (larger is better); leaves <= P.
+    Returns:
+        (probes (nq, leaves) int32, base (nq, leaves) float32 their scores).
+    """
+    nq, num_parts = cscore.shape
+    probes = np.empty((nq, leaves), np.int32)
+    base = np.empty((nq, leaves), np.float32)
+    for q in prange(nq):
+        vals = base[q]
+        idx = probes[q]
+        n = 0
+        for p in range(num_parts):
+            s = np.float32(cscore[q, p])
+            if n == leaves and s <= vals[n - 1]:
+                continue
+            pos = n if n < leaves else leaves - 1
+            while pos > 0 and vals[pos - 1] < s:  # insertion into the sorted buffer
+                if pos < leaves:
+                    vals[pos] = vals[pos - 1]
+                    idx[pos] = idx[pos - 1]
+                pos -= 1
+            vals[pos] = s
+            idx[pos] = p
+            if n < leaves:
+                n += 1
+    return probes, base
+
+
+@njit(cache=True, parallel=True)
 def build_lut16(qb, cbt, levels):
     """Per-query uint8 LUTs from (nq, B, dpb) query blocks and (B, dpb, 16) transposed codebooks.
 

@@ -168,7 +168,7 @@ block_sums_32 = _make_block_sums(32)
 block_sums_64 = _make_block_sums(64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out, at_least):
     """Sums of a block of `w` (<= 64) points whose code bytes have stride `w`, into out[:w];
     returns the bit mask of the lanes < w whose sum is >= at_least."""
@@ -180,7 +180,7 @@ def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out, at_least):
     return mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lut16_block_avx512(codes, cbase, w, nbytes, lut, lbase, out, at_least):
     """As `lut16_block_avx2` with one 64-byte shuffle per subspace pair for blocks of > 32 points."""
     if w > 32:
@@ -210,7 +210,8 @@ def _int_threshold(thr, base, scale, bias_max):
 def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
                 cand_s, cand_i, sizes, scored, block_fn):
     """Scan queries q0:q1 partition by partition: every query probing partition p is scored
-    against it while its codes are in cache (the queries' heaps carry over between partitions)."""
+    against it while its codes are in cache. Writes each query's best `cap` (score, slot) pairs
+    (unordered) to cand_s / cand_i and their count to sizes (rows start empty)."""
     cap = cand_s.shape[1]
     nbytes = lut.shape[1] // 32
     num_parts = offsets.shape[0] - 1
@@ -234,6 +235,15 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                 pairs[fill[p], 0] = q
                 pairs[fill[p], 1] = li
                 fill[p] += 1
+    # candidates: per query an unsorted buffer of up to 2 * cap order-preserving keys
+    # (score bits << 32 | slot); when it fills, the best cap are kept and the cap-th best score
+    # becomes the threshold (amortised O(1) per candidate instead of a heap push)
+    nqc = q1 - q0
+    buf = np.empty((nqc, 2 * cap), np.uint64)
+    nbuf = np.zeros(nqc, np.int64)
+    thr_q = np.full(nqc, -np.inf, np.float32)
+    bits = np.empty(1, np.uint32)
+    as_f32 = bits.view(np.float32)
     for p in range(num_parts):
         e0 = offsets[p]
         e1 = offsets[p + 1]
@@ -242,10 +252,11 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
         bmax = part_bias_max[p]
         for pi in range(counts[p], counts[p + 1]):
             q = pairs[pi, 0]
+            r = q - q0
             li = pairs[pi, 1]
             scored[q] += e1 - e0
-            size = sizes[q]
-            thr = cand_s[q, 0] if size == cap else -np.inf
+            thr = thr_q[r]
+            n = nbuf[r]
             sc = scale[q]
             b = base[q, li]
             ithr = _int_threshold(thr, b, sc, bmax)
@@ -259,49 +270,92 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                     slot = slots[eb + i]
                     s = b + sc * np.float32(out[i]) + slot_bias[slot]
                     if s > thr:
-                        size = _push(cand_s, cand_i, q, size, s, slot)
-                        if size == cap:
-                            thr = cand_s[q, 0]
+                        as_f32[0] = s
+                        buf[r, n] = (np.uint64(_order_bits(bits[0])) << np.uint64(32)) | np.uint64(slot)
+                        n += 1
+                        if n == 2 * cap:
+                            worst = _keep_top(buf[r], n, cap)
+                            n = cap
+                            bits[0] = _unorder_bits(np.uint32(worst >> np.uint64(32)))
+                            thr = as_f32[0]
                             ithr = _int_threshold(thr, b, sc, bmax)
-            sizes[q] = size
+            thr_q[r] = thr
+            nbuf[r] = n
+    for r in range(nqc):
+        q = q0 + r
+        n = nbuf[r]
+        if n > cap:
+            _keep_top(buf[r], n, cap)
+            n = cap
+        keys = buf[r, :n]
+        for j in range(keys.shape[0]):
+            bits[0] = _unorder_bits(np.uint32(keys[j] >> np.uint64(32)))
+            cand_s[q, j] = as_f32[0]
+            cand_i[q, j] = np.int32(keys[j] & np.uint64(0xFFFFFFFF))
+        sizes[q] = keys.shape[0]
+
+
+@njit(cache=True)
+def _keep_top(a, n, k):
+    """Reorder a[:n] (n > k) so that a[:k] holds its k largest values; returns the smallest of
+    them (quickselect, Hoare partition, median-of-three pivots)."""
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k - 1 <= j:
+            hi = j
+        elif k - 1 >= i:
+            lo = i
+        else:
+            break
+    worst = a[0]
+    for t in range(1, k):
+        worst = min(worst, a[t])
+    return worst
 
 
 @njit(cache=True, inline="always")
-def _push(cand_s, cand_i, q, size, s, idx):
-    """Min-heap push of (s, idx) into row q (same rule as `_kernels._heap_push`)."""
-    hs = cand_s[q]
-    hi = cand_i[q]
-    cap = hs.shape[0]
-    if size < cap:
-        pos = size
-        size += 1
-        while pos > 0:
-            parent = (pos - 1) >> 1
-            if hs[parent] <= s:
-                break
-            hs[pos] = hs[parent]
-            hi[pos] = hi[parent]
-            pos = parent
-        hs[pos] = s
-        hi[pos] = idx
-        return size
-    if s <= hs[0]:
-        return size
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= cap:
-            break
-        if c + 1 < cap and hs[c + 1] < hs[c]:
-            c += 1
-        if hs[c] >= s:
-            break
-        hs[pos] = hs[c]
-        hi[pos] = hi[c]
-        pos = c
-    hs[pos] = s
-    hi[pos] = idx
-    return size
+def _order_bits(u):
+    """float32 bits -> uint32 whose unsigned order is the floats' order."""
+    if u >> np.uint32(31):
+        return ~u
+    return u | np.uint32(0x80000000)
+
+
+@njit(cache=True, inline="always")
+def _unorder_bits(k):
+    """Inverse of `_order_bits`."""
+    if k >> np.uint32(31):
+        return k & np.uint32(0x7FFFFFFF)
+    return ~k
+
+
+@njit(cache=True)
+def _chunk_avx2(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                cand_s, cand_i, sizes, scored):
+    _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                cand_s, cand_i, sizes, scored, lut16_block_avx2)
+
+
+@njit(cache=True)
+def _chunk_avx512(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                  cand_s, cand_i, sizes, scored):
+    _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
+                cand_s, cand_i, sizes, scored, lut16_block_avx512)
 
 
 @njit(cache=True, parallel=True)
@@ -322,8 +376,8 @@ def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_m
     nq = probes.shape[0]
     step = (nq + nchunks - 1) // nchunks
     for ch in prange(nchunks):
-        _scan_chunk(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
-                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, lut16_block_avx2)
+        _chunk_avx2(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
+                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored)
 
 
 @njit(cache=True, parallel=True)
@@ -333,6 +387,6 @@ def scan_lut16_avx512(probes, base, lut, scale, offsets, slots, codes, part_bias
     nq = probes.shape[0]
     step = (nq + nchunks - 1) // nchunks
     for ch in prange(nchunks):
-        _scan_chunk(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
-                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, lut16_block_avx512)
+        _chunk_avx512(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
+                      part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored)
 

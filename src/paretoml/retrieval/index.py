@@ -463,8 +463,7 @@ class Index:
             cscore = qs @ self._centres.T  # (nq, P)
             if cfg.metric == "l2":
                 cscore -= 0.5 * np.einsum("ij,ij->i", self._centres, self._centres)
-            probes = np.argpartition(-cscore, leaves - 1, axis=1)[:, :leaves].astype(np.int32)
-            base = np.take_along_axis(cscore, probes, axis=1).astype(np.float32)
+        probes, base = _kernels.top_probes(np.ascontiguousarray(cscore, dtype=np.float32), leaves)
         cand_s = np.full((nq, cap), -np.inf, np.float32)
         cand_i = np.full((nq, cap), -1, np.int32)
         sizes = np.zeros(nq, np.int64)
@@ -475,10 +474,6 @@ class Index:
             base += bias[:, None]
             lanes = _simd.available_lanes()
             if lanes:
-                # probes in rank order (best first) so that the top-k threshold rises early
-                order = np.argsort(-base, axis=1)  # base is <q, c> + a per-query constant
-                probes = np.take_along_axis(probes, order, axis=1)
-                base = np.ascontiguousarray(np.take_along_axis(base, order, axis=1))
                 lut = lut8.reshape(nq, -1)  # (nq, 32 * nbytes): block count padded to even
                 pbm = (_kernels.part_bias_max(self._offsets, self._entry_slot, bias_slot)
                        if cfg.metric == "l2" else np.zeros(len(self._centres), np.float32))

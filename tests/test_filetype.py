@@ -318,6 +318,14 @@ def test_corpus_and_train_configs_reject_bad_values():
         TrainConfig(lr=2.0)
     with pytest.raises(ValueError, match="target_precision"):
         TrainConfig(target_precision=0.2)
+    with pytest.raises(ValueError, match="max_threshold"):
+        TrainConfig(max_threshold=0.3)
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment=1.5)
+    with pytest.raises(ValueError, match="export_dtype"):
+        TrainConfig(export_dtype="int8")
+    with pytest.raises(ValueError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)
 
 
 def test_stat_modes_helper_sanity():
@@ -335,6 +343,15 @@ def test_thresholds_reach_target_precision_on_validation():
     assert t["a"] == pytest.approx(0.8)  # keeping ≥ 0.8 gives 3/3; going lower lets the wrong one in
     assert t["b"] == pytest.approx(0.999)  # its top-scored answer is wrong: never reaches 99%
     assert _thresholds(probs[:1], y[:1], ["a", "b"], 0.99)["b"] == 0.5  # never predicted: default
+    capped = _thresholds(probs, y, ["a", "b"], 0.99, max_threshold=0.75)
+    assert capped == {"a": 0.75, "b": 0.75}  # no threshold above the cap, also for a label that never gets there
+
+
+def test_refit_thresholds_rejects_bad_rule(tmp_path):
+    from paretoml.filetype.train import refit_thresholds
+
+    with pytest.raises(ValueError, match="max_threshold"):
+        refit_thresholds(tmp_path, tmp_path / "x.npz", max_threshold=1.0)
 
 
 def test_training_snippets_equal_features_of_the_snippet():
@@ -382,6 +399,10 @@ def test_extend_corpus_adds_train_rows_only(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the corpus first"):
         extend_corpus(corpus)
     corpus.mkdir()
+    (corpus / "manifest.jsonl").write_text("{}\n")
+    np.save(corpus / "tokens.npy", np.zeros((2, 2048), np.int16))
+    with pytest.raises(ValueError, match="manifest has 1 rows but tokens.npy has 2"):
+        extend_corpus(corpus)
     ts = "export interface Point {\n  x: number;\n  y: number;\n}\n\nexport function norm(p: Point): number {\n" \
          "  return Math.sqrt(p.x * p.x + p.y * p.y);\n}\n"
     old = [features_from_bytes(b"old validation file, plain text\n" * 3, FeatureConfig(window=1024)).tokens,

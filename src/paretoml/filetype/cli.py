@@ -50,13 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = fsub.add_parser("train", help="train the byte model on a corpus and export it",
                         description="Train on the train split, choose per-label thresholds on val "
                                     "(≥ 99%% precision), write model.safetensors + model.json.")
-    t.add_argument("corpus", type=Path, metavar="CORPUS_DIR")
+    t.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="a corpus folder, or an npz from pack_corpus")
     t.add_argument("--out", type=Path, required=True, help="output folder for the weights")
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--window", type=int, default=512)
     t.add_argument("--hidden", type=int, default=64)
     t.add_argument("--hidden2", type=int, default=128)
     t.add_argument("--embed-dim", type=int, default=8)
+    t.add_argument("--kernel2", type=int, default=1, help="second convolution's width (1: pointwise)")
+    t.add_argument("--mean-pool", action="store_true", help="also mean-pool the second layer's features")
+    t.add_argument("--augment", type=float, default=0.0, help="probability of a random snippet for text files")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--per-label-epoch", type=int, default=400)
+    t.add_argument("--time-budget", type=float, default=None, help="seconds; lowers the epoch count to fit")
+    t.add_argument("--export-dtype", choices=("float32", "float16"), default="float32")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_run_train)
@@ -173,9 +182,12 @@ def _run_train(args) -> int:
     from paretoml.filetype.train import TrainConfig, train_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    mc = ModelConfig(window=args.window, hidden=args.hidden, hidden2=args.hidden2, embed_dim=args.embed_dim)
-    meta = train_model(args.corpus, args.out, TrainConfig(model=mc, epochs=args.epochs, threads=args.threads,
-                                                          seed=args.seed))
-    print(json.dumps({"labels": len(meta["labels"]), "val_accuracy": meta["val_accuracy"],
+    mc = ModelConfig(window=args.window, hidden=args.hidden, hidden2=args.hidden2, embed_dim=args.embed_dim,
+                     kernel2=args.kernel2, mean_pool=args.mean_pool)
+    cfg = TrainConfig(model=mc, epochs=args.epochs, threads=args.threads, seed=args.seed, augment=args.augment,
+                      batch_size=args.batch_size, lr=args.lr, per_label_epoch=args.per_label_epoch,
+                      time_budget_s=args.time_budget, export_dtype=args.export_dtype, device=args.device)
+    meta = train_model(args.corpus, args.out, cfg)
+    print(json.dumps({"labels": len(meta["labels"]), "val_accuracy": meta["val_accuracy"], "val_macro_f1": meta["val_macro_f1"],
                       "train_seconds": meta["train_seconds"]}))
     return 0

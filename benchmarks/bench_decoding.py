@@ -591,7 +591,10 @@ class Bench:
                                          "threshold": c.threshold, "n_test": n - half},
                      {"accuracy": acc, "accuracy_large": acc_large, "accuracy_small": acc_small,
                       "reaches_large": float(acc >= acc_large - 0.005)},
-                     {"deferral_rate": out.deferral_rate})
+                     {"deferral_rate": out.deferral_rate,
+                      # calibration curve: least deferral within 0.5 / 1 point of the large model's accuracy
+                      **{f"cal_deferral_within_{tol}pt": min((d for d, a in c.curve_ if a >= acc_large_cal - tol / 100),
+                                                             default=1.0) for tol in (0.5, 1)}})
 
 
 def main(argv=None):

@@ -247,7 +247,14 @@ def refit_thresholds(model_dir: str | Path, corpus: str | Path, target: float = 
                         model.cfg.window).numpy()
     probs = np.concatenate([model.probs(tok[i:i + 256]) for i in range(0, len(tok), 256)]) if len(tok) else \
         np.zeros((0, len(labels)), np.float32)
-    meta["thresholds"] = _thresholds(probs, y, labels, target, max_threshold)
+    from paretoml.filetype.labels import info
+
+    meta["thresholds"] = thr = _thresholds(probs, y, labels, target, max_threshold)
+    pred = probs.argmax(1)
+    fallback = np.array([index.get("txt", -1) if info(lab).is_text else index.get("unknown", -1) for lab in labels])
+    t = np.array([thr[lab] for lab in labels])
+    meta["val_macro_f1_high_confidence"] = round(_macro_f1(y, np.where(probs.max(1) >= t[pred], pred, fallback[pred]),
+                                                           len(labels)), 5)
     meta["threshold_rule"] = {"target_precision": target, "max_threshold": max_threshold, "on": "val split, numpy model"}
     atomic_write(Path(model_dir) / "model.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
     (Path(model_dir) / "model.json").chmod(0o644)

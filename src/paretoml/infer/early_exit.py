@@ -1,15 +1,22 @@
 """CALM (Schuster et al., 2022): per-token early exit from the decoder stack, calibrated.
 
 After layer i the hidden state is read out by an *exit head* — the model's own LM head behind a
-per-layer norm (`ExitHeads`, trained with the model frozen). If a confidence measure passes a
-threshold that decays along the sequence, λ_t = clip(0.9·λ + 0.1·e^{−τ t / N}), the token is
-emitted from layer i and the skipped layers' keys/values are filled from the exit state (the
-later tokens attend to them). Measures: "softmax" (top-1 − top-2 probability of the exit head)
-and "saturation" (cos(h_i, h_{i−1}), free). `calibrate` picks the smallest λ whose outputs stay
-consistent with the full model — mean token disagreement ≤ ε — with probability ≥ 1 − δ, by
-Learn-then-Test fixed-sequence testing with Hoeffding–Bentkus p-values.
+per-layer norm (`ExitHeads`). Intermediate layers only become confident when the model is
+trained for it: `exit_loss` is CALM's objective (per-layer LM losses, weights ∝ depth), to train
+or fine-tune the model with (`train_exit_heads(..., finetune_model=True)`; with False only the
+exit norms learn, model frozen). If a confidence measure passes a threshold that decays along
+the sequence, λ_t = clip(0.9·λ + 0.1·e^{−τ t / N}), the token is emitted from layer i and the
+skipped layers' keys/values are filled from the exit state (state propagation; the later tokens
+attend to them). That propagation, not the exit decisions, causes most disagreements with full
+depth, so `exit_loss(..., exits=random_exits(...))` also trains the model to read propagated
+states. Measures: "softmax" (top-1 − top-2 probability of the exit head), "saturation"
+(cos(h_i, h_{i−1}), free) and "classifier" (CALM's learned exit classifier, `train_exit_classifiers`:
+P(exit token = full-depth token)). `calibrate` picks the smallest λ whose outputs stay consistent
+with the full model — mean token disagreement ≤ ε — with probability ≥ 1 − δ, by Learn-then-Test
+fixed-sequence testing with Hoeffding–Bentkus p-values.
 
-    >>> heads = ExitHeads(model); train_exit_heads(model, heads, train_ids)
+    >>> heads = ExitHeads(model)
+    >>> loss, per_layer = exit_loss(model, heads, x, y, exits=random_exits(x.shape, L, cfg))  # in training
     >>> cal = calibrate(model, heads, cal_prompts, EarlyExitConfig(max_new_tokens=64), epsilon=0.05, delta=0.1)
     >>> res = generate(model, heads, prompts, replace(cfg, threshold=cal.threshold))   # res.mean_layers
 """

@@ -86,6 +86,25 @@ def run_one(name: str, data: dict, out: Path, device: str, budget: float, tiny: 
             "bytes": (out / name / "model.safetensors").stat().st_size}
 
 
+def time_numpy(folders: dict[str, Path], rounds: int = 9, batch: int = 8) -> dict[str, float]:
+    """Median µs per file of each exported model's numpy forward pass on this machine (one BLAS
+    thread; interleaved rounds over fresh random tokens)."""
+    from paretoml.filetype.model import load_model
+
+    models = {n: load_model(f)[0] for n, f in folders.items()}
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(rounds):
+        for n, m in models.items():
+            x = rng.integers(0, 257, (batch, 2 * m.cfg.window)).astype(np.int16)
+            m.probs(x)
+            t0 = time.perf_counter()
+            for _ in range(30):
+                m.probs(x)
+            times[n].append((time.perf_counter() - t0) / (30 * batch) * 1e6)
+    return {n: round(float(np.median(v)), 1) for n, v in times.items()}
+
+
 def _shapes(folder: Path):
     from paretoml.filetype.model import read_safetensors
 
@@ -100,6 +119,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=150.0, help="seconds of training per configuration")
     ap.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--serial", action="store_true", help="one configuration at a time, in this process")
+    ap.add_argument("--time-numpy", action="store_true",
+                    help="only time the numpy forward pass of the models already under --out (one core; "
+                         "adds numpy_us_per_file to sweep.jsonl)")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # worker mode
     args = ap.parse_args(argv)
@@ -110,6 +132,20 @@ def main(argv=None) -> int:
         if n not in table:
             raise SystemExit(f"unknown configuration {n!r}; known: {', '.join(table)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.time_numpy:
+        for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            if os.environ.get(v) != "1":
+                raise SystemExit(f"--time-numpy: set {v}=1 before starting (numpy reads it at import)")
+        points = [json.loads(x) for x in (args.out / "sweep.jsonl").read_text().splitlines() if x]
+        us = time_numpy({p["name"]: args.out / p["name"] for p in points})
+        load = os.getloadavg()[0]
+        for p in points:
+            p["numpy_us_per_file"], p["numpy_loadavg_1m"] = us[p["name"]], round(load, 2)
+            print(f"{p['name']:12s} {us[p['name']]:8.1f} µs/file (numpy, batch 8, load {load:.1f})")
+        from paretoml.frontier import atomic_write
+
+        atomic_write(args.out / "sweep.jsonl", "".join(json.dumps(p) + "\n" for p in points))
+        return 0
     if args.one:
         data = _tiny_data() if args.tiny else load_packed(args.data)
         point = run_one(args.one, data, args.out, args.device, args.budget, args.tiny)

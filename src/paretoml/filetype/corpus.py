@@ -18,6 +18,7 @@ Outputs in OUT_DIR: ``manifest.jsonl`` (path, label, source, split, size) and
 ``tokens.npy`` (int16, one row of features per manifest line, window 1024).
 
     paretoml filetype corpus /tmp/ft_corpus --debs /tmp/ft_debs --npm /tmp/ft_npm
+    paretoml filetype corpus /tmp/ft_corpus --extend --debs DIR --npm DIR --pypi DIR   # more train packages
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import argparse
 import math
 import os
 import sys
+import traceback
 import time
 from pathlib import Path
 
@@ -97,6 +98,33 @@ def _time_fwd_bwd(fn, x, params, device, warmup, repeats):
     return latency(step, warmup=warmup, repeats=repeats, device=device)
 
 
+def _graphed(fn, x, params):
+    """fwd+bwd of `fn` captured once in a CUDA graph; returns a callable that replays it.
+
+    Possible for dispatch paths with no host sync (dropless top-k with check_finite=False, the
+    dense FFN): every shape is static and the expert offsets stay on the device."""
+    gout = torch.randn_like(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            for p in params + [x]:
+                p.grad = None
+            fn().backward(gout)
+    torch.cuda.current_stream().wait_stream(side)
+    for p in params + [x]:
+        p.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn().backward(gout)
+
+    class _Replay:  # _time_fwd_bwd calls fn().backward(gout); a replay does both
+        def backward(self, _):
+            graph.replay()
+
+    return lambda: _Replay()
+
+
 def throughput_points(device: str, tiny: bool) -> list[Point]:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     k = 2
@@ -136,6 +164,20 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
             moe_cf.backend = "auto"
             return moe_cf(x).out
         variants["paretoml_auto_cf1.25"] = (run_cf, [moe_cf.gate, moe_cf.w_up, moe_cf.w_down], False)
+        if device.startswith("cuda") and os.environ.get("MOE_BENCH_GRAPHS"):
+            # whole fwd+bwd steps as CUDA graphs, for the layers without host syncs: what a
+            # launch-bound step gains, for ours and for the dense baseline alike
+            def run_graph_nocheck():
+                moe.backend, moe.check_finite = "auto", False
+                return moe(x).out
+            for name, fn, params in (("dense_active_graphed", lambda: _dense(x, w1, w2), [w1, w2]),
+                                     ("paretoml_auto_nocheck_graphed", run_graph_nocheck, mp)):
+                try:
+                    variants[name] = (_graphed(fn, x, params), params, name.startswith("dense"))
+                except Exception as e:  # noqa: BLE001 - a build that cannot capture: record, keep going
+                    where = traceback.format_exc().strip().splitlines()[-6:]
+                    print(f"  {name} d={d} E={E}: capture failed: {type(e).__name__}: {e}", *where, sep="\n    ",
+                          file=sys.stderr)
         results = {}
         for rnd in range(2):  # interleave rounds; keep each variant's best median
             for name, (fn, params, _) in variants.items():

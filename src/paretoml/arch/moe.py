@@ -222,6 +222,14 @@ def _topk_gates(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return gate, expert
 
 
+def _count(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs in idx, as int64 (n,). Unlike CUDA `torch.bincount`, which
+    reads the maximum back to the host, a scatter-add never syncs, so the dropless dispatch can be
+    captured in a CUDA graph."""
+    flat = idx.reshape(-1)
+    return torch.zeros(n, dtype=torch.long, device=idx.device).scatter_add_(0, flat, torch.ones_like(flat))
+
+
 def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: int,
                        capacity: int | None, priority: torch.Tensor | None) -> _Plan:
     """Plan for token-choice routing. gate/expert (T, k). Buffers fill choice by choice (all
@@ -232,7 +240,7 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
     if capacity is None:  # dropless: a stable sort by expert keeps token order within an expert
         flat = expert.reshape(-1)
         order = torch.argsort(flat, stable=True)  # (T*k,) flat assignment of each row
-        counts = torch.bincount(flat, minlength=num_experts)
+        counts = _count(flat, num_experts)
         slots = torch.empty(T * k, dtype=torch.long, device=dev)
         slots[order] = torch.arange(T * k, device=dev)
         zero = torch.zeros((), dtype=torch.long, device=dev)
@@ -244,7 +252,7 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
     by_expert = torch.argsort(e_prio, stable=True)  # groups by expert, keeps priority inside
     flat_sorted = prio[by_expert]
     e_sorted = e_prio[by_expert]
-    counts_all = torch.bincount(e_sorted, minlength=num_experts)
+    counts_all = _count(e_sorted, num_experts)
     starts = torch.cumsum(counts_all, 0) - counts_all
     pos = torch.arange(T * k, device=dev) - starts[e_sorted]  # position inside the expert buffer
     keep = pos < capacity
@@ -429,7 +437,7 @@ class MoE(nn.Module):
         if isinstance(self.router, ExpertChoiceRouter):
             return torch.zeros((), device=logits.device), zl  # balanced by construction
         E = self.num_experts
-        f = torch.bincount(probs.argmax(-1), minlength=E).float() / probs.shape[0]  # top-1 fraction
+        f = _count(probs.argmax(-1), E).float() / probs.shape[0]  # top-1 fraction
         return E * (f * probs.mean(0)).sum(), zl
 
     # -- experts --------------------------------------------------------------------------

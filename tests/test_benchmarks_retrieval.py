@@ -22,3 +22,14 @@ def test_bench_retrieval_tiny(tmp_path, shared_data):
     assert all(0.0 <= p.quality["recall@10"] <= 1.0 and p.cost["qps"] > 0 for p in curve)
     assert max(p.quality["recall@10"] for p in curve) > 0.8
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_bench_retrieval_kernel_tiny(tmp_path, shared_data):
+    out = tmp_path / "k.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_retrieval_kernel.py"), "--tiny",
+                    "--out", str(out)], check=True, cwd=ROOT, timeout=600)
+    points = read_jsonl(out)
+    assert "lut16-portable-swar" in {p.name for p in points}
+    for p in points:
+        assert p.cost["scan_ns_per_point"] > 0 and p.config["loadavg_1m"] >= 0
+        assert p.quality["recall@10"] == points[0].quality["recall@10"]  # same results, any kernel

@@ -190,11 +190,11 @@ def _as_matrix(x, d: int, where: str, what: str = "vectors") -> np.ndarray:
     return x
 
 
-def _blas_threads():
-    """Limit BLAS (the centre scoring GEMMs) to numba's thread count."""
+def _blas_threads(limit: int | None = None):
+    """Limit BLAS (the centre scoring GEMMs) to `limit` threads (default: numba's thread count)."""
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=numba.get_num_threads(), user_api="blas")
+    return threadpool_limits(limits=limit or numba.get_num_threads(), user_api="blas")
 
 
 class Index:
@@ -458,7 +458,9 @@ class Index:
         # without re-ranking, room for both copies of spilled vectors among the k kept
         cap = max(reorder, k * (1 + cfg.spill))
         threads = numba.get_num_threads()
-        with _blas_threads():
+        # one BLAS thread: the (nq, P) centre GEMM is small, and idle BLAS threads spin-wait for
+        # work, taking the cores the numba kernels below need (2 threads ran slower than 1)
+        with _blas_threads(1):
             qs = self._project(q)
             cscore = qs @ self._centres.T  # (nq, P)
             if cfg.metric == "l2":

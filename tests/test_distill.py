@@ -46,7 +46,8 @@ def test_divergences_toward_the_argmax_at_temperature_zero():
         distill.divergence("jsd", a, b, 0.0)
 
 
-def test_greedy_distillation_raises_greedy_acceptance():
+def _peaked_pair():
+    """A 2-layer target with a sharpened LM head, an untrained 1-layer draft, data and prompts."""
     torch.manual_seed(0)
     V = 11
     target = GPT(GPTConfig.llama(vocab_size=V, n_layer=2, n_head=2, n_embd=32, d_ff=64, block_size=64)).eval()
@@ -55,6 +56,11 @@ def test_greedy_distillation_raises_greedy_acceptance():
     draft = GPT(GPTConfig.llama(vocab_size=V, n_layer=1, n_head=2, n_embd=16, d_ff=32, block_size=64)).eval()
     data = torch.randint(0, V, (2000,), generator=torch.Generator().manual_seed(1))
     prompts = data[:400].view(50, 8)
+    return target, draft, data, prompts
+
+
+def test_greedy_distillation_raises_greedy_acceptance():
+    target, draft, data, prompts = _peaked_pair()
     cfg = sp.SpeculativeConfig(gamma=3, max_new_tokens=16)
     before = sp.generate(target, draft, prompts, cfg).acceptance_rate
     res = distill.distill_draft(target, draft, data, distill.DistillSpecConfig(
@@ -66,14 +72,7 @@ def test_greedy_distillation_raises_greedy_acceptance():
 
 
 def test_distill_draft_raises_acceptance_rate():
-    torch.manual_seed(0)
-    V = 11
-    target = GPT(GPTConfig.llama(vocab_size=V, n_layer=2, n_head=2, n_embd=32, d_ff=64, block_size=64)).eval()
-    with torch.no_grad():
-        target.lm_head.weight.mul_(20)
-    draft = GPT(GPTConfig.llama(vocab_size=V, n_layer=1, n_head=2, n_embd=16, d_ff=32, block_size=64)).eval()
-    data = torch.randint(0, V, (2000,), generator=torch.Generator().manual_seed(1))
-    prompts = data[:400].view(50, 8)
+    target, draft, data, prompts = _peaked_pair()
     cfg = sp.SpeculativeConfig(gamma=3, max_new_tokens=16, temperature=1.0)
     before = sp.generate(target, draft, prompts, cfg, generator=torch.Generator().manual_seed(2)).acceptance_rate
     res = distill.distill_draft(target, draft, data, distill.DistillSpecConfig(

@@ -17,10 +17,10 @@ For ``ah4`` the codes are kept in the blocked layout of `to_blocked` (per partit
 32 or 64 points with each code byte's points contiguous), which `_simd` scans with in-register
 byte shuffles (AVX2 / AVX-512BW ``vpshufb``). `scan_lut16` below is the portable fallback for
 CPUs without them: it takes the queries of one thread's chunk, inverts "query -> probed
-partitions" into "partition -> queries", and scores each partition's entries against all its queries at once:
-the per-query uint8 LUTs are transposed into ``T[b, code, query]`` so that the innermost loop
-adds contiguous query vectors (SWAR over queries) instead of gathering one table entry per
-query.
+partitions" into "partition -> queries", and scores each partition's entries against all its
+queries at once: the per-query uint8 LUTs are transposed into ``T[b, code, query]`` so that the
+innermost loop adds contiguous query vectors (SWAR over queries) instead of gathering one table
+entry per query.
 """
 
 from __future__ import annotations

@@ -199,11 +199,11 @@ def _int_threshold(thr, base, scale, bias_max):
     if thr == -np.inf:
         return np.uint16(0)
     t = (thr - base - bias_max) / scale - 2.0
-    if t < 0.0:
-        return np.uint16(0)
     if t >= 65535.0:
         return np.uint16(65535)
-    return np.uint16(int(t) + 1)
+    if t >= 0.0:
+        return np.uint16(int(t) + 1)
+    return np.uint16(0)  # negative or nan: check every lane
 
 
 @njit(cache=True, inline="always")

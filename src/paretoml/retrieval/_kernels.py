@@ -555,6 +555,30 @@ def scan_exact(probes, queries, data, kind, part_offsets, part_slots, slot_bias,
 # --------------------------------------------------------------------------- re-ranking
 
 
+_GAPS = np.array([701, 301, 132, 57, 23, 10, 4, 1], np.int64)  # Ciura's shell-sort gaps
+
+
+@njit(cache=True)
+def _argsort_small(keys, n, descending):
+    """Indices that sort keys[:n] (ascending, or descending), by shell sort: fast for the few
+    hundred candidates of a query, and quick to compile (np.argsort costs seconds of JIT)."""
+    order = np.arange(n)
+    for gap in _GAPS:
+        for i in range(gap, n):
+            j = order[i]
+            v = keys[j]
+            pos = i
+            while pos >= gap:
+                u = keys[order[pos - gap]]
+                if (u < v) if descending else (u > v):
+                    order[pos] = order[pos - gap]
+                    pos -= gap
+                else:
+                    break
+            order[pos] = j
+    return order
+
+
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_s, out_i):
     """De-duplicate each query's candidates, score them exactly, keep the best k.
@@ -575,7 +599,7 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
         hsize = 0
         if exact:
             # sort by slot so that the two entries of a spilled vector are adjacent
-            order = np.argsort(cand_i[q, :n])
+            order = _argsort_small(cand_i[q], n, False)
             prev = -1
             for jj in range(n):
                 slot = cand_i[q, order[jj]]
@@ -593,7 +617,7 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
                 hsize = _heap_push(hs, hi, hsize, s + slot_bias[slot], slot)
         else:
             # best approximate score first; a slot already kept is a spilled duplicate
-            order = np.argsort(-cand_s[q, :n])
+            order = _argsort_small(cand_s[q], n, True)
             for jj in range(n):
                 j = order[jj]
                 slot = cand_i[q, j]
@@ -604,7 +628,7 @@ def rerank(queries, cand_i, sizes, data, kind, slot_bias, k, exact, cand_s, out_
                         break
                 if not dup:
                     hsize = _heap_push(hs, hi, hsize, cand_s[q, j], slot)
-        srt = np.argsort(-hs[:hsize])
+        srt = _argsort_small(hs, hsize, True)
         for r in range(hsize):
             out_s[q, r] = hs[srt[r]]
             out_i[q, r] = hi[srt[r]]

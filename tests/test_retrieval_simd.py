@@ -141,11 +141,14 @@ def test_search_identical_across_kernels(data, metric, monkeypatch):
     idx.train(x)
     idx.add(x)
     results = {}
-    for lanes in LANES:
+    # SIMD kernels with and without two queries per code load (pair=1 is the default)
+    runs = [(0, "1")] + [(lanes, pair) for lanes in LANES[1:] for pair in ("0", "1")]
+    for lanes, pair in runs:
         monkeypatch.setenv("PARETOML_RETRIEVAL_SIMD", str(lanes))
-        results[lanes] = [idx.search(q, 10, leaves_to_search=5, reorder_k=rr) for rr in (0, 40)]
-    for lanes in LANES[1:]:
-        for (d0, i0), (d1, i1) in zip(results[0], results[lanes]):
+        monkeypatch.setenv("PARETOML_RETRIEVAL_PAIR", pair)
+        results[lanes, pair] = [idx.search(q, 10, leaves_to_search=5, reorder_k=rr) for rr in (0, 40)]
+    for run in runs[1:]:
+        for (d0, i0), (d1, i1) in zip(results[0, "1"], results[run]):
             np.testing.assert_array_equal(d1, d0)
             # ids agree wherever the distance is not tied with a neighbour in its row
             tied = np.zeros_like(d0, bool)
@@ -197,3 +200,13 @@ def test_keep_top_selects_the_largest(rng):
         np.testing.assert_array_equal(np.sort(b[:k]), np.sort(want))
         np.testing.assert_array_equal(np.sort(b), np.sort(a))  # a permutation
         assert worst == want[-1]
+
+
+def test_pair_switch(monkeypatch):
+    monkeypatch.delenv("PARETOML_RETRIEVAL_PAIR", raising=False)
+    assert _simd.pair_queries()
+    monkeypatch.setenv("PARETOML_RETRIEVAL_PAIR", "0")
+    assert not _simd.pair_queries()
+    monkeypatch.setenv("PARETOML_RETRIEVAL_PAIR", "yes")
+    with pytest.raises(ValueError, match="PARETOML_RETRIEVAL_PAIR must be 0 or 1, got 'yes'"):
+        _simd.pair_queries()

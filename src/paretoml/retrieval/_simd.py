@@ -75,6 +75,15 @@ def available_lanes() -> int:
     return min(cap_i, HOST_LANES)
 
 
+def pair_queries() -> bool:
+    """Whether the scan pairs queries per code load (``PARETOML_RETRIEVAL_PAIR=0`` turns it off,
+    for A/B timing; results are identical)."""
+    v = os.environ.get("PARETOML_RETRIEVAL_PAIR", "1")
+    if v not in ("0", "1"):
+        raise ValueError(f"PARETOML_RETRIEVAL_PAIR must be 0 or 1, got {v!r}")
+    return v == "1"
+
+
 def _broadcast(builder, value, ty: ir.VectorType):
     """A vector of type `ty` with every element = the scalar IR value `value`."""
     one = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
@@ -164,6 +173,80 @@ def _make_block_sums(lanes: int):
     return intrinsic(block_sums)
 
 
+def _make_pair_sums(lanes: int):
+    """As `_make_block_sums` for two queries at once: one load and nibble split of each code
+    vector feeds both queries' shuffles. ``f(codes, cbase, stride, nbytes, luta, lutb, outa, outb,
+    least_a, least_b) -> mask_a | mask_b << 32`` (32 lanes only, so both masks fit one uint64)."""
+    assert lanes == 32
+    v8 = ir.VectorType(_I8, lanes)
+    v16 = ir.VectorType(_I16, lanes // 2)
+    out_ty = ir.VectorType(_I16, lanes)
+    lut_ty = ir.VectorType(_I8, 16)
+    dup = ir.Constant(ir.VectorType(_I32, lanes), [i % 16 for i in range(lanes)])
+    inter = ir.Constant(ir.VectorType(_I32, lanes), [j for i in range(lanes // 2) for j in (i, lanes // 2 + i)])
+
+    def pair_sums(typingctx, codes, cbase, stride, nbytes, luta, lutb, outa, outb, least_a, least_b):
+        u8 = (codes, luta, lutb)
+        if not (all(isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1 for a in u8)
+                and all(isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
+                        for a in (outa, outb))):
+            return None
+        sig = types.uint64(codes, types.int64, types.int64, types.int64, luta, lutb, outa, outb,
+                           types.uint16, types.uint16)
+
+        def codegen(context, builder, signature, args):
+            ca, cb0, stride_v, nb, la, lb, oa, ob, least_a_v, least_b_v = args
+            sa = signature.args
+            cdata = context.make_array(sa[0])(context, builder, ca).data
+            ldata = [context.make_array(sa[4])(context, builder, la).data,
+                     context.make_array(sa[5])(context, builder, lb).data]
+            odata = [context.make_array(sa[6])(context, builder, oa).data,
+                     context.make_array(sa[7])(context, builder, ob).data]
+            fnty = ir.FunctionType(v8, [v8, v8])
+            pshufb = cgutils.get_or_insert_function(builder.module, fnty, _PSHUFB[lanes])
+            accs = [(cgutils.alloca_once_value(builder, _splat(v16, 0)),
+                     cgutils.alloca_once_value(builder, _splat(v16, 0))) for _ in range(2)]
+            m4 = _splat(v8, 15)
+            four = _splat(v8, 4)
+            eight = _splat(v16, 8)
+            with cgutils.for_range(builder, nb) as loop:
+                kb = loop.index
+                cptr = builder.gep(cdata, [builder.add(cb0, builder.mul(kb, stride_v))])
+                c = builder.load(builder.bitcast(cptr, v8.as_pointer()), align=1)
+                lo = builder.and_(c, m4)
+                hi = builder.and_(builder.lshr(c, four), m4)
+                loff = builder.shl(kb, ir.Constant(_I64, 5))
+                for which in range(2):
+                    lptr = builder.gep(ldata[which], [loff])
+                    tlo = builder.load(builder.bitcast(lptr, lut_ty.as_pointer()), align=1)
+                    thi = builder.load(builder.bitcast(builder.gep(lptr, [ir.Constant(_I64, 16)]),
+                                                      lut_ty.as_pointer()), align=1)
+                    tlo = builder.shuffle_vector(tlo, tlo, dup)
+                    thi = builder.shuffle_vector(thi, thi, dup)
+                    r0 = builder.bitcast(builder.call(pshufb, [tlo, lo]), v16)
+                    r1 = builder.bitcast(builder.call(pshufb, [thi, hi]), v16)
+                    acc0, acc1 = accs[which]
+                    builder.store(builder.add(builder.load(acc0), builder.add(r0, r1)), acc0)
+                    odd = builder.add(builder.lshr(r0, eight), builder.lshr(r1, eight))
+                    builder.store(builder.add(builder.load(acc1), odd), acc1)
+            masks = []
+            for which, least in ((0, least_a_v), (1, least_b_v)):
+                acc0, acc1 = accs[which]
+                a0 = builder.load(acc0)
+                a1 = builder.load(acc1)
+                even = builder.sub(a0, builder.shl(a1, eight))
+                res = builder.shuffle_vector(even, a1, inter)
+                builder.store(res, builder.bitcast(odata[which], out_ty.as_pointer()), align=1)
+                cmp = builder.icmp_unsigned(">=", res, _broadcast(builder, least, out_ty))
+                masks.append(builder.zext(builder.bitcast(cmp, ir.IntType(lanes)), _I64))
+            return builder.or_(masks[0], builder.shl(masks[1], ir.Constant(_I64, 32)))
+
+        return sig, codegen
+
+    pair_sums.__name__ = f"pair_sums_{lanes}"
+    return intrinsic(pair_sums)
+
+
 block_sums_32 = _make_block_sums(32)
 block_sums_64 = _make_block_sums(64)
 
@@ -178,6 +261,27 @@ def lut16_block_avx2(codes, cbase, w, nbytes, lut, lbase, out, at_least):
     if w < 64:
         mask &= (np.uint64(1) << np.uint64(w)) - np.uint64(1)
     return mask
+
+
+pair_sums_32 = _make_pair_sums(32)
+
+
+@njit(cache=True, inline="always")
+def lut16_pair(codes, cbase, w, nbytes, luta, lutb, outa, outb, at_least_a, at_least_b):
+    """`lut16_block_avx2` for two queries sharing each code load: returns both lane masks."""
+    lo32 = np.uint64(0xFFFFFFFF)
+    m = pair_sums_32(codes, cbase, w, nbytes, luta, lutb, outa[:32], outb[:32], at_least_a, at_least_b)
+    ma = m & lo32
+    mb = m >> np.uint64(32)
+    if w > 32:
+        m = pair_sums_32(codes, cbase + 32, w, nbytes, luta, lutb, outa[32:], outb[32:], at_least_a, at_least_b)
+        ma |= (m & lo32) << np.uint64(32)
+        mb |= (m >> np.uint64(32)) << np.uint64(32)
+    if w < 64:
+        lim = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+        ma &= lim
+        mb &= lim
+    return ma, mb
 
 
 @njit(cache=True, inline="always")
@@ -208,7 +312,7 @@ def _int_threshold(thr, base, scale, bias_max):
 
 @njit(cache=True, inline="always")
 def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                cand_s, cand_i, sizes, scored, block_fn):
+                cand_s, cand_i, sizes, scored, block_fn, pair):
     """Scan queries q0:q1 partition by partition: every query probing partition p is scored
     against it while its codes are in cache. Writes each query's best `cap` (score, slot) pairs
     (unordered) to cand_s / cand_i and their count to sizes (rows start empty)."""
@@ -244,43 +348,62 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
     thr_q = np.full(nqc, -np.inf, np.float32)
     bits = np.empty(1, np.uint32)
     as_f32 = bits.view(np.float32)
+    outb = np.empty(64, np.uint16)
     for p in range(num_parts):
         e0 = offsets[p]
         e1 = offsets[p + 1]
         if e0 == e1:
             continue
         bmax = part_bias_max[p]
-        for pi in range(counts[p], counts[p + 1]):
-            q = pairs[pi, 0]
-            r = q - q0
-            li = pairs[pi, 1]
-            scored[q] += e1 - e0
-            thr = thr_q[r]
-            n = nbuf[r]
-            sc = scale[q]
-            b = base[q, li]
-            ithr = _int_threshold(thr, b, sc, bmax)
-            lq = lut[q]
-            for eb in range(e0, e1, bw):
-                w = min(bw, e1 - eb)
-                mask = block_fn(codes, eb * nbytes, w, nbytes, lq, 0, out, ithr)
-                while mask:
-                    i = _ctz(mask)
-                    mask &= mask - np.uint64(1)
-                    slot = slots[eb + i]
-                    s = b + sc * np.float32(out[i]) + slot_bias[slot]
-                    if s > thr:
-                        as_f32[0] = s
-                        buf[r, n] = (np.uint64(_order_bits(bits[0])) << np.uint64(32)) | np.uint64(slot)
-                        n += 1
-                        if n == 2 * cap:
-                            worst = _keep_top(buf[r], n, cap)
-                            n = cap
-                            bits[0] = _unorder_bits(np.uint32(worst >> np.uint64(32)))
-                            thr = as_f32[0]
-                            ithr = _int_threshold(thr, b, sc, bmax)
-            thr_q[r] = thr
-            nbuf[r] = n
+        pi = counts[p]
+        while pi < counts[p + 1]:
+            qa = pairs[pi, 0]
+            ra = qa - q0
+            la = pairs[pi, 1]
+            scored[qa] += e1 - e0
+            thr_a = thr_q[ra]
+            n_a = nbuf[ra]
+            sc_a = scale[qa]
+            b_a = base[qa, la]
+            ithr_a = _int_threshold(thr_a, b_a, sc_a, bmax)
+            buf_a = buf[ra]
+            if pair and pi + 1 < counts[p + 1]:
+                # two queries share each code load and nibble split
+                qb = pairs[pi + 1, 0]
+                rb = qb - q0
+                lb = pairs[pi + 1, 1]
+                scored[qb] += e1 - e0
+                thr_b = thr_q[rb]
+                n_b = nbuf[rb]
+                sc_b = scale[qb]
+                b_b = base[qb, lb]
+                ithr_b = _int_threshold(thr_b, b_b, sc_b, bmax)
+                buf_b = buf[rb]
+                for eb in range(e0, e1, bw):
+                    w = min(bw, e1 - eb)
+                    mask_a, mask_b = lut16_pair(codes, eb * nbytes, w, nbytes, lut[qa], lut[qb], out, outb,
+                                                ithr_a, ithr_b)
+                    if mask_a:
+                        thr_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax, thr_a,
+                                                   ithr_a, n_a, buf_a, cap, bits, as_f32)
+                    if mask_b:
+                        thr_b, ithr_b, n_b = _take(mask_b, outb, eb, slots, slot_bias, b_b, sc_b, bmax, thr_b,
+                                                   ithr_b, n_b, buf_b, cap, bits, as_f32)
+                thr_q[rb] = thr_b
+                nbuf[rb] = n_b
+                step = 2
+            else:
+                lq = lut[qa]
+                for eb in range(e0, e1, bw):
+                    w = min(bw, e1 - eb)
+                    mask_a = block_fn(codes, eb * nbytes, w, nbytes, lq, 0, out, ithr_a)
+                    if mask_a:
+                        thr_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax, thr_a,
+                                                   ithr_a, n_a, buf_a, cap, bits, as_f32)
+                step = 1
+            thr_q[ra] = thr_a
+            nbuf[ra] = n_a
+            pi += step
     for r in range(nqc):
         q = q0 + r
         n = nbuf[r]
@@ -293,6 +416,28 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
             cand_s[q, j] = as_f32[0]
             cand_i[q, j] = np.int32(keys[j] & np.uint64(0xFFFFFFFF))
         sizes[q] = keys.shape[0]
+
+
+@njit(cache=True, inline="always")
+def _take(mask, out, eb, slots, slot_bias, b, sc, bmax, thr, ithr, n, bufr, cap, bits, as_f32):
+    """Offer the lanes of `mask` (sums in `out`, entries eb + lane) to one query's candidate
+    buffer `bufr` holding `n` keys; returns the updated (threshold, integer threshold, n)."""
+    while mask:
+        i = _ctz(mask)
+        mask &= mask - np.uint64(1)
+        slot = slots[eb + i]
+        s = b + sc * np.float32(out[i]) + slot_bias[slot]
+        if s > thr:
+            as_f32[0] = s
+            bufr[n] = (np.uint64(_order_bits(bits[0])) << np.uint64(32)) | np.uint64(slot)
+            n += 1
+            if n == 2 * cap:
+                worst = _keep_top(bufr, n, cap)
+                n = cap
+                bits[0] = _unorder_bits(np.uint32(worst >> np.uint64(32)))
+                thr = as_f32[0]
+                ithr = _int_threshold(thr, b, sc, bmax)
+    return thr, ithr, n
 
 
 @njit(cache=True)
@@ -346,21 +491,21 @@ def _unorder_bits(k):
 
 @njit(cache=True)
 def _chunk_avx2(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                cand_s, cand_i, sizes, scored):
+                cand_s, cand_i, sizes, scored, pair):
     _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                cand_s, cand_i, sizes, scored, lut16_block_avx2)
+                cand_s, cand_i, sizes, scored, lut16_block_avx2, pair)
 
 
 @njit(cache=True)
 def _chunk_avx512(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                  cand_s, cand_i, sizes, scored):
+                  cand_s, cand_i, sizes, scored, pair):
     _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                cand_s, cand_i, sizes, scored, lut16_block_avx512)
+                cand_s, cand_i, sizes, scored, lut16_block_avx512, pair)
 
 
 @njit(cache=True, parallel=True)
 def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                    nchunks, cand_s, cand_i, sizes, scored):
+                    nchunks, cand_s, cand_i, sizes, scored, pair=True):
     """LUT16 scan of every query's probed partitions with AVX2 shuffles, one query per task.
 
     Args:
@@ -372,21 +517,23 @@ def scan_lut16_avx2(probes, base, lut, scale, offsets, slots, codes, part_bias_m
         part_bias_max: (P,) float32 max of slot_bias over each partition's entries.
         slot_bias: (N,) float32 per-slot score offset.  bw: block width of the layout.
         cand_s, cand_i, sizes, scored: as `_kernels.scan_lut16`.
+        pair: score two queries that probe the same partition per code load (shared load and
+            nibble split); results are identical either way.
     """
     nq = probes.shape[0]
     step = (nq + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         _chunk_avx2(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
-                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored)
+                    part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, pair)
 
 
 @njit(cache=True, parallel=True)
 def scan_lut16_avx512(probes, base, lut, scale, offsets, slots, codes, part_bias_max, slot_bias, bw,
-                      nchunks, cand_s, cand_i, sizes, scored):
+                      nchunks, cand_s, cand_i, sizes, scored, pair=True):
     """`scan_lut16_avx2` with 64-byte (AVX-512BW) shuffles for blocks of more than 32 points."""
     nq = probes.shape[0]
     step = (nq + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         _chunk_avx512(ch * step, min(nq, (ch + 1) * step), probes, base, lut, scale, offsets, slots, codes,
-                      part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored)
+                      part_bias_max, slot_bias, bw, cand_s, cand_i, sizes, scored, pair)
 

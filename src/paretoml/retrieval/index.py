@@ -197,6 +197,17 @@ def _blas_threads(limit: int | None = None):
     return threadpool_limits(limits=limit or numba.get_num_threads(), user_api="blas")
 
 
+def _rerank_prefetch() -> int:
+    """Rows the re-rank prefetches ahead: ``PARETOML_RETRIEVAL_PREFETCH`` (0-64; 0 = off, for A/B
+    timing; results are identical), default `_kernels.PREFETCH_ROWS`."""
+    v = os.environ.get("PARETOML_RETRIEVAL_PREFETCH", "")
+    if v == "":
+        return _kernels.PREFETCH_ROWS
+    if not v.isdigit() or int(v) > 64:
+        raise ValueError(f"PARETOML_RETRIEVAL_PREFETCH must be an integer 0-64, got {v!r}")
+    return int(v)
+
+
 class Index:
     """A partitioned, quantized, re-ranked vector index with faiss-like verbs.
 
@@ -423,7 +434,7 @@ class Index:
         out_s = np.full((nq, k), -np.inf, np.float32)
         out_i = np.full((nq, k), -1, np.int64)
         _kernels.rerank(q, cand_i, sizes, self._kernel_data(), _RERANK.index(cfg.rerank_dtype), self._bias(),
-                        k, exact, cand_s, out_s, out_i)
+                        k, exact, cand_s, out_s, out_i, _rerank_prefetch())
         found = out_i >= 0
         ids = np.where(found, self._ids[np.maximum(out_i, 0)], -1)
         return self._to_distances(q, out_s, found), ids
@@ -481,7 +492,8 @@ class Index:
                        if cfg.metric == "l2" else np.zeros(len(self._centres), np.float32))
                 kernel = _simd.scan_lut16_avx512 if lanes == 64 else _simd.scan_lut16_avx2
                 kernel(probes, base, lut, scale, self._offsets, self._entry_slot, self._entry_codes, pbm,
-                       bias_slot, self._block_width, threads, cand_s, cand_i, sizes, scored)
+                       bias_slot, self._block_width, threads, cand_s, cand_i, sizes, scored,
+                       _simd.pair_queries())
             else:
                 _kernels.scan_lut16(probes, base, lut8, scale, self._offsets, self._entry_slot,
                                     self._entry_codes, bias_slot, self._block_width, threads, cand_s, cand_i,

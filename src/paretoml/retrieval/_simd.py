@@ -320,25 +320,30 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
     nbytes = lut.shape[1] // 32
     num_parts = offsets.shape[0] - 1
     out = np.empty(64, np.uint16)
-    # "query -> probes" inverted into "partition -> (query, probe rank)", ranks ascending
-    counts = np.zeros(num_parts + 1, np.int64)
+    # "query -> probes" inverted into "bucket -> (query, probe rank)", ranks ascending. Bucket
+    # p holds the queries whose nearest partition is p, bucket P + p those probing p further
+    # down their list: every query first scans its nearest partition, which sets a tight
+    # candidate threshold early (fewer lanes pass the SIMD compare afterwards)
+    nbk = 2 * num_parts
+    counts = np.zeros(nbk + 1, np.int64)
     nl = probes.shape[1]
     for q in range(q0, q1):
         for li in range(nl):
             p = probes[q, li]
             if p >= 0:
-                counts[p + 1] += 1
-    for p in range(num_parts):
-        counts[p + 1] += counts[p]
+                counts[p + (num_parts if li else 0) + 1] += 1
+    for bk in range(nbk):
+        counts[bk + 1] += counts[bk]
     fill = counts[:-1].copy()
-    pairs = np.empty((counts[num_parts], 2), np.int64)
+    pairs = np.empty((counts[nbk], 2), np.int64)
     for li in range(nl):
         for q in range(q0, q1):
             p = probes[q, li]
             if p >= 0:
-                pairs[fill[p], 0] = q
-                pairs[fill[p], 1] = li
-                fill[p] += 1
+                bk = p + (num_parts if li else 0)
+                pairs[fill[bk], 0] = q
+                pairs[fill[bk], 1] = li
+                fill[bk] += 1
     # candidates: per query an unsorted buffer of up to 2 * cap order-preserving keys
     # (score bits << 32 | slot); when it fills, the best cap are kept and the cap-th best score
     # becomes the threshold (amortised O(1) per candidate instead of a heap push)
@@ -349,14 +354,15 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
     bits = np.empty(1, np.uint32)
     as_f32 = bits.view(np.float32)
     outb = np.empty(64, np.uint16)
-    for p in range(num_parts):
+    for bk in range(nbk):
+        p = bk % num_parts
         e0 = offsets[p]
         e1 = offsets[p + 1]
         if e0 == e1:
             continue
         bmax = part_bias_max[p]
-        pi = counts[p]
-        while pi < counts[p + 1]:
+        pi = counts[bk]
+        while pi < counts[bk + 1]:
             qa = pairs[pi, 0]
             ra = qa - q0
             la = pairs[pi, 1]
@@ -367,7 +373,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
             b_a = base[qa, la]
             ithr_a = _int_threshold(thr_a, b_a, sc_a, bmax)
             buf_a = buf[ra]
-            if pair and pi + 1 < counts[p + 1]:
+            if pair and pi + 1 < counts[bk + 1]:
                 # two queries share each code load and nibble split
                 qb = pairs[pi + 1, 0]
                 rb = qb - q0

@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         name = (KERNEL_NAMES[lanes[0]] + ("-pair2" if lanes[0] and lanes[1] == "1" else "")
                 + ("-noprefetch" if lanes[2] == "0" else ""))
         points.append(Point(name=f"lut16-{name}", quality={"recall@10": recall[lanes]}, cost=cost,
-                            config={"kernel": name, "lanes": lanes[0], "pair_queries": lanes[1] == "1",
+                            config={"kernel": name, "lanes": lanes[0],
+                                    "pair_queries": bool(lanes[0]) and lanes[1] == "1",
                                     "rerank_prefetch_rows": int(lanes[2] or _kernels.PREFETCH_ROWS),
                                     "spec": spec, "leaves": leaves,
                                     "reorder_k": args.reorder, "num_queries": nq, "rounds": rounds,

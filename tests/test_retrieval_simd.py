@@ -210,3 +210,17 @@ def test_pair_switch(monkeypatch):
     monkeypatch.setenv("PARETOML_RETRIEVAL_PAIR", "yes")
     with pytest.raises(ValueError, match="PARETOML_RETRIEVAL_PAIR must be 0 or 1, got 'yes'"):
         _simd.pair_queries()
+
+
+def test_prefetch_switch(monkeypatch):
+    from paretoml.retrieval import _kernels as k
+    from paretoml.retrieval.index import _rerank_prefetch
+
+    monkeypatch.delenv("PARETOML_RETRIEVAL_PREFETCH", raising=False)
+    assert _rerank_prefetch() == k.PREFETCH_ROWS
+    monkeypatch.setenv("PARETOML_RETRIEVAL_PREFETCH", "0")
+    assert _rerank_prefetch() == 0
+    for bad in ("-1", "65", "x"):
+        monkeypatch.setenv("PARETOML_RETRIEVAL_PREFETCH", bad)
+        with pytest.raises(ValueError, match="PARETOML_RETRIEVAL_PREFETCH must be an integer 0-64"):
+            _rerank_prefetch()

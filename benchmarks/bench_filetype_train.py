@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from paretoml.filetype.model import ModelConfig
+from paretoml.frontier import atomic_write
 from paretoml.filetype.train import TrainConfig, load_packed, train_arrays
 
 BASE = dict(window=512, embed_dim=8, chunk=4, kernel=2, hidden=64, hidden2=96)  # the session-1 model
@@ -142,20 +143,19 @@ def main(argv=None) -> int:
         for p in points:
             p["numpy_us_per_file"], p["numpy_loadavg_1m"] = us[p["name"]], round(load, 2)
             print(f"{p['name']:12s} {us[p['name']]:8.1f} µs/file (numpy, batch 8, load {load:.1f})")
-        from paretoml.frontier import atomic_write
 
         atomic_write(args.out / "sweep.jsonl", "".join(json.dumps(p) + "\n" for p in points))
         return 0
     if args.one:
         data = _tiny_data() if args.tiny else load_packed(args.data)
         point = run_one(args.one, data, args.out, args.device, args.budget, args.tiny)
-        (args.out / f"{args.one}.point.json").write_text(json.dumps(point) + "\n")
+        atomic_write(args.out / f"{args.one}.point.json", json.dumps(point) + "\n")
         return 0
     if args.serial:
         data = _tiny_data() if args.tiny else load_packed(args.data)
         for n in names:
             point = run_one(n, data, args.out, args.device, args.budget, args.tiny)
-            (args.out / f"{n}.point.json").write_text(json.dumps(point) + "\n")
+            atomic_write(args.out / f"{n}.point.json", json.dumps(point) + "\n")
     else:
         procs = []
         for n in names:
@@ -168,7 +168,6 @@ def main(argv=None) -> int:
                 print(f"{n}: failed, see {args.out / (n + '.log')}", file=sys.stderr)
     points = [json.loads((args.out / f"{n}.point.json").read_text()) for n in names
               if (args.out / f"{n}.point.json").exists()]
-    from paretoml.frontier import atomic_write
 
     atomic_write(args.out / "sweep.jsonl", "".join(json.dumps(p) + "\n" for p in points))
     print(f"{'config':12s} {'val acc':>8s} {'F1 best':>8s} {'F1 high':>8s} {'params':>8s} {'MACs':>7s} {'epochs':>6s} {'s':>6s}")

@@ -450,5 +450,7 @@ def test_autotune_bad_input(small, real):
         autotune(small, q[:10], target_recall=1.5)
     with pytest.raises(ValueError, match="k must"):
         autotune(small, q[:10], k=0)
+    with pytest.raises(ValueError, match="finalists"):
+        autotune(small, q[:10], finalists=0)
     with pytest.raises(NotFittedError):
         autotune(Index(D, IndexConfig(num_partitions=2)), q[:10])

@@ -420,6 +420,21 @@ def _sum_codes(codes, c0, stride, nbytes, tab):
 
 
 @njit(cache=True)
+def _relayout(rows, flat, offsets, bw, to_flat):
+    """Copy codes between row form (E, nbytes) and the blocked layout, in either direction."""
+    nbytes = rows.shape[1]
+    for p in range(offsets.shape[0] - 1):
+        for eb in range(offsets[p], offsets[p + 1], bw):
+            w = min(bw, offsets[p + 1] - eb)
+            c0 = eb * nbytes
+            for lane in range(w):
+                for kb in range(nbytes):
+                    if to_flat:
+                        flat[c0 + kb * w + lane] = rows[eb + lane, kb]
+                    else:
+                        rows[eb + lane, kb] = flat[c0 + kb * w + lane]
+
+
 def to_blocked(rows, offsets, bw, slack):
     """Row codes (E, nbytes) of partition-sorted entries -> the blocked layout scanned by LUT16.
 
@@ -427,30 +442,15 @@ def to_blocked(rows, offsets, bw, slack):
     a block starting at entry eb keeps code byte kb of its w points at
     ``eb * nbytes + kb * w + lane``. Same size as `rows`, plus `slack` zero bytes at the end.
     """
-    e_total, nbytes = rows.shape
-    flat = np.zeros(e_total * nbytes + slack, np.uint8)
-    for p in range(offsets.shape[0] - 1):
-        for eb in range(offsets[p], offsets[p + 1], bw):
-            w = min(bw, offsets[p + 1] - eb)
-            c0 = eb * nbytes
-            for lane in range(w):
-                for kb in range(nbytes):
-                    flat[c0 + kb * w + lane] = rows[eb + lane, kb]
+    flat = np.zeros(rows.shape[0] * rows.shape[1] + slack, np.uint8)
+    _relayout(rows, flat, offsets, bw, True)
     return flat
 
 
-@njit(cache=True)
 def to_rows(flat, offsets, bw, nbytes):
     """Inverse of `to_blocked`: (E, nbytes) row codes."""
-    e_total = offsets[offsets.shape[0] - 1]
-    rows = np.empty((e_total, nbytes), np.uint8)
-    for p in range(offsets.shape[0] - 1):
-        for eb in range(offsets[p], offsets[p + 1], bw):
-            w = min(bw, offsets[p + 1] - eb)
-            c0 = eb * nbytes
-            for lane in range(w):
-                for kb in range(nbytes):
-                    rows[eb + lane, kb] = flat[c0 + kb * w + lane]
+    rows = np.empty((offsets[-1], nbytes), np.uint8)
+    _relayout(rows, flat, offsets, bw, False)
     return rows
 
 

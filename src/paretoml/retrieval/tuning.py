@@ -93,6 +93,8 @@ def autotune(index: Index, queries, target_recall: float = 0.9, k: int = 10, *,
         raise ValueError(f"autotune: target_recall must be in (0, 1], got {target_recall!r}")
     if isinstance(k, bool) or not isinstance(k, int) or not (1 <= k <= index.ntotal):
         raise ValueError(f"autotune: k must be an int in [1, ntotal={index.ntotal}], got {k!r}")
+    if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
+        raise ValueError(f"autotune: finalists must be an int >= 1 (1 = no re-timing), got {finalists!r}")
     q = _as_matrix(queries, index.d, "autotune", "queries")
     truth = exact_search(index, q, k)
     leaves_grid, reorder_grid = _grid(index, k)

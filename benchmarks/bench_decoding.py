@@ -429,6 +429,45 @@ class Bench:
                 out[f"{name}_T{T}_ms"] = 1e3 * t / 50
         self.add("anatomy-b1", {"method": "anatomy", "what": "one graphed forward + argmax, batch 1"}, {}, out)
 
+    def fastpaths(self):
+        """A/B of the step's fast paths on the trained models (batch 1): every `decode.FAST` switch
+        off and speculative rounds one at a time (the previous session's loop) vs the defaults —
+        target-only and draft-only loops, the DistillSpec draft at γ = gamma_b8, and the ratio
+        (γ·t_draft + t_target) / t_round that measured/theoretical speed-up cannot exceed."""
+        s, dev = self.s, self.device
+        N, L, g = s["n_new"], s["prompt_len"], s["gamma_b8"]
+        S = L + N + max(s["gammas"]) + 1
+        prompts = self.prompts(1, L)
+        default, pipe = dict(decode.FAST), speculative.PIPELINE
+        plain = {**default, "float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False}
+        try:
+            for tag, fast, depth in (("plain", plain, 1), ("plain+pipeline", plain, pipe), ("fast", default, 1),
+                                     ("fast+pipeline", default, pipe)):
+                decode.FAST.clear()
+                decode.FAST.update(fast)
+                speculative.PIPELINE = depth
+                dec_cfg = decode.DecodeConfig(max_new_tokens=N)
+                dt_ = decode.Decoder(self.target, 1, S, dec_cfg)
+                dd = decode.Decoder(self.distilled, 1, S, dec_cfg)
+                tt, _ = timed(lambda: dt_.generate(prompts), dev, s["repeats"])
+                td, _ = timed(lambda: dd.generate(prompts), dev, s["repeats"])
+                sd = speculative.SpeculativeDecoder(self.target, self.distilled, 1, S,
+                                                    speculative.SpeculativeConfig(gamma=g, max_new_tokens=N))
+                t, res = timed(lambda: sd.generate(prompts), dev, s["repeats"])
+                c = td / tt
+                theo = speculative.theoretical_speedup(res.acceptance_rate, g, c)
+                self.add(f"fastpaths-{tag}-b1", {"method": "fastpaths-ab", "variant": tag, "fast": fast,
+                                                 "pipeline": depth, "draft": "distilled", "gamma": g, "batch": 1},
+                         {"acceptance_rate": res.acceptance_rate},
+                         {"target_ms_per_token": 1e3 * tt / N, "draft_ms_per_token": 1e3 * td / N, "cost_ratio_c": c,
+                          "ms_per_round": 1e3 * t / res.rounds, "speedup_vs_target": tt / t,
+                          "theoretical_speedup": theo, "fraction_of_theoretical": tt / t / theo,
+                          "round_budget_ratio": (g * td + tt) / N / (t / res.rounds)})
+        finally:
+            decode.FAST.clear()
+            decode.FAST.update(default)
+            speculative.PIPELINE = pipe
+
     def hf(self):
         s, dev = self.s, self.device
         try:
@@ -474,10 +513,22 @@ class Bench:
         t, ours = timed(lambda: dec.generate(prompt), dev, 3)
         cfg = {"model": "llama-1.1B-shape (random init)", "params": n_params, "dtype": "bfloat16", "batch": 1,
                "n_new": N, "bandwidth_GBps": bw / 1e9}
-        self.add("big-target-only-b1", {**cfg, "method": "target-only"}, {},
+        self.add("big-target-only-b1", {**cfg, "method": "target-only", "fast": dict(decode.FAST)}, {},
                  {"tokens_per_s": N / t, "hbm_bound_tokens_per_s": bound, "fraction_of_hbm_bound": N / t / bound,
                   "capture_s": capture_s})
         del dec
+        default = dict(decode.FAST)  # A/B: every fast path off (the previous session's step)
+        try:
+            decode.FAST.update({"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False})
+            dec = decode.Decoder(m, 1, L + N, decode.DecodeConfig(max_new_tokens=N))
+            tp, plain_out = timed(lambda: dec.generate(prompt), dev, 3)
+            self.add("big-target-only-plain-b1", {**cfg, "method": "target-only", "fast": dict(decode.FAST)},
+                     {"agreement_with_fast": float((plain_out == ours).float().mean())},
+                     {"tokens_per_s": N / tp, "fraction_of_hbm_bound": N / tp / bound})
+            del dec
+        finally:
+            decode.FAST.clear()
+            decode.FAST.update(default)
         try:
             hf = to_hf_llama(m)
         except ImportError:
@@ -485,7 +536,7 @@ class Bench:
         del m
         torch.cuda.empty_cache()
         n_hf = 32
-        th, out = timed(lambda: hf_generate(hf, prompt, n_hf), dev, 1)
+        th, out = timed(lambda: hf_generate(hf, prompt, n_hf), dev, 2)
         agree = float((out[0] == ours[0, :n_hf]).float().mean())
         self.add("big-hf-generate-b1", {**cfg, "method": "hf-generate", "n_new": n_hf}, {"agreement": agree},
                  {"tokens_per_s": n_hf / th, "fraction_of_hbm_bound": n_hf / th / bound,
@@ -617,7 +668,7 @@ def main(argv=None):
     b.phase("train", b.train)
     b.phase("distill", b.distill)
     b.phase("cast", b.cast)
-    for name in ("speculative", "calm", "cascade", "hf", "big"):  # most important first
+    for name in ("speculative", "big", "fastpaths", "calm", "cascade", "hf"):  # most important first
         if name not in skip:
             b.phase(name, getattr(b, name))
     log(f"wrote {len(b.points)} points to {args.out}")

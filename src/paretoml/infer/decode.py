@@ -24,7 +24,16 @@ import torch.nn.functional as F
 
 from paretoml.models.gpt import GPT, MLP, RMSNorm
 
-__all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs"]
+__all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs", "FAST"]
+
+# Switches of the step's fast paths (A/B in the benchmark; all exact up to float rounding):
+#   float_mask: the attention mask as an additive float tensor built once per step, over a KV
+#     buffer padded to a multiple of 16 positions (a bool mask, or an unaligned one, costs SDPA
+#     two or three conversion kernels in every layer);
+#   fused_rope_kv / fused_swiglu: Triton kernels (CUDA only, `_decode_kernels`);
+#   skinny_fp32: float32 GEMMs of skinny_m[0] <= M <= skinny_m[1] rows through a Triton kernel
+#     where it was measured faster than cuBLAS for the shape (`_decode_kernels.linear`).
+FAST = {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "skinny_fp32": True, "skinny_m": (1, 8)}
 
 
 @dataclass(frozen=True)
@@ -128,10 +137,15 @@ class StaticLM:
         p = next(model.parameters())
         self.model, self.cfg = model, cfg
         self.batch_size, self.max_len = batch_size, max_len
-        shape = (cfg.n_layer, batch_size, cfg.kv_heads, max_len, cfg.head_dim)
+        # the buffer is padded to a multiple of 16 positions (never written past max_len, always
+        # masked) so that SDPA's memory-efficient kernel takes the float mask without padding it
+        S = -(-max_len // 16) * 16 if FAST["float_mask"] else max_len
+        shape = (cfg.n_layer, batch_size, cfg.kv_heads, S, cfg.head_dim)
         self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
-        self.key_pos = torch.arange(max_len, device=p.device)
+        self.key_pos = torch.arange(S, device=p.device)
+        self._zero = torch.zeros((), device=p.device, dtype=p.dtype)
+        self._ninf = torch.full((), float("-inf"), device=p.device, dtype=p.dtype)
         # RoPE as one complex multiply: interleaved pairs (x0, x1) are exactly complex numbers
         self.rot = None
         if cfg.pos == "rope":  # complex64 (complex128 for float64 models); there is no bf16 complex
@@ -141,14 +155,23 @@ class StaticLM:
             self.rot = torch.complex(cos, sin)
         # residual adds fused into the output GEMMs (x + y·Wᵀ by addmm) where the layers have no bias
         self._fuse = not cfg.bias and all(isinstance(b.ffn, MLP) for b in model.blocks)
+        self._kern = _kernels(p)  # Triton kernels on CUDA, else None
+        self._skinny = self._kern is not None and p.dtype == torch.float32 and FAST["skinny_fp32"]
+        if self._kern is not None and self.rot is not None:
+            self._cos = self.rot.real.float().contiguous()
+            self._sin = self.rot.imag.float().contiguous()
+        else:
+            self._cos = self._sin = None
 
     @property
     def device(self) -> torch.device:
         return self.k.device
 
     def context(self, T: int, start: torch.Tensor) -> _StepContext:
-        positions = start[:, None] + torch.arange(T, device=start.device)  # (B, T)
+        positions = start[:, None] + self.key_pos[:T]  # (B, T); key_pos is arange(S), T <= S
         mask = (self.key_pos[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, T, S)
+        if FAST["float_mask"]:  # additive: SDPA would convert a bool mask in every layer
+            mask = torch.where(mask, self._zero, self._ninf)
         g = self.cfg.n_head // self.cfg.kv_heads
         if g > 1:  # grouped-query attention: the g query heads of a kv head become g·T query rows
             mask = mask.repeat(1, 1, g, 1)  # (B, 1, g·T, S), row j·T + t ↔ query t
@@ -163,12 +186,27 @@ class StaticLM:
             x = x + self.model.wpe(ctx.positions)
         return x  # (B, T, C)
 
+    def _mm(self, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        """x (M, K) · wᵀ (+ r): cuBLAS, or the skinny float32 kernel for a few rows."""
+        lo, hi = FAST["skinny_m"]
+        if self._skinny and lo <= x.shape[0] <= hi and FAST["skinny_fp32"]:
+            return self._kern.linear(x.contiguous(), w, r)
+        return F.linear(x, w) if r is None else torch.addmm(r, x, w.t())
+
     def _qkv(self, i: int, h: torch.Tensor, ctx: _StepContext):
-        """Layer i's q (B, nh, T, hs); writes its k, v into the buffer at ctx.positions."""
+        """Layer i's q folded for grouped-query attention, (B, nkv, g·T, hs) (query head
+        kv·g + j at row j·T + t); writes its k, v into the buffer at ctx.positions."""
         cfg = self.cfg
-        B, T, _ = h.shape
+        B, T, C = h.shape
         nh, nkv, hs = cfg.n_head, cfg.kv_heads, cfg.head_dim
-        qkv = self.model.blocks[i].attn.qkv(h).view(B, T, nh + 2 * nkv, hs)
+        lin = self.model.blocks[i].attn.qkv
+        if lin.bias is None:
+            qkv = self._mm(h.reshape(B * T, C), lin.weight).view(B, T, -1)
+        else:
+            qkv = lin(h)
+        if self._kern is not None and FAST["fused_rope_kv"]:  # rotate, write k/v, fold q: one kernel
+            return self._kern.rope_kv(qkv, ctx.positions, self._cos, self._sin, self.k[i], self.v[i], nh)
+        qkv = qkv.view(B, T, nh + 2 * nkv, hs)
         qk, v = qkv[:, :, : nh + nkv], qkv[:, :, nh + nkv :]
         if ctx.rope is not None:  # rotate interleaved pairs, as GPT does, q and k in one kernel
             qk = _rotate(qk, ctx.rope).type_as(h)
@@ -176,29 +214,31 @@ class StaticLM:
         idx = ctx.positions[:, None, :, None].expand(B, nkv, T, hs)
         self.k[i].scatter_(2, idx, qk[:, :, nh:].transpose(1, 2))
         self.v[i].scatter_(2, idx, v.transpose(1, 2))
-        return q
+        # head h uses kv head h // g: fold the g query heads of each kv head into the query axis
+        return q.reshape(B, nkv, (nh // nkv) * T, hs)
 
     def block(self, i: int, x: torch.Tensor, ctx: _StepContext) -> torch.Tensor:
         """Transformer block i on x (B, T, C), attending over the buffer."""
         blk, cfg = self.model.blocks[i], self.cfg
         B, T, C = x.shape
-        q = self._qkv(i, _norm(blk.ln_1, x), ctx)  # (B, nh, T, hs)
-        nkv = cfg.kv_heads
-        # one memory-efficient SDPA call even for GQA (enable_gqa + a mask falls back to the math path):
-        # head h uses kv head h // g, so fold the g query heads of each kv head into the query axis
-        qf = q.reshape(B, nkv, (cfg.n_head // nkv) * T, cfg.head_dim)
+        # one memory-efficient SDPA call even for GQA (enable_gqa + a mask falls back to the math
+        # path): q comes folded, the g query heads of each kv head along the query axis
+        qf = self._qkv(i, _norm(blk.ln_1, x), ctx)  # (B, nkv, g·T, hs)
         y = F.scaled_dot_product_attention(qf, self.k[i], self.v[i], attn_mask=ctx.mask)
         y = y.reshape(B, cfg.n_head, T, cfg.head_dim).transpose(1, 2).reshape(B * T, C)
         if self._fuse:  # x + y·Wᵀ in one GEMM (cuBLAS epilogue); the same rounding as two ops in float32
-            x = torch.addmm(x.reshape(B * T, C), y, blk.attn.proj.weight.t()).view(B, T, C)
+            x = self._mm(y, blk.attn.proj.weight, x.reshape(B * T, C)).view(B, T, C)
             mlp = blk.ffn
-            u = mlp.up(_norm(blk.ln_2, x))
+            u = self._mm(_norm(blk.ln_2, x).reshape(B * T, C), mlp.up.weight)
             if mlp.swiglu:
-                gate, val = u.chunk(2, dim=-1)
-                u = F.silu(gate) * val
+                if self._kern is not None and FAST["fused_swiglu"]:
+                    u = self._kern.swiglu(u)
+                else:
+                    gate, val = u.chunk(2, dim=-1)
+                    u = F.silu(gate) * val
             else:
                 u = F.gelu(u, approximate="tanh")
-            return torch.addmm(x.reshape(B * T, C), u.reshape(B * T, -1), mlp.down.weight.t()).view(B, T, C)
+            return self._mm(u, mlp.down.weight, x.reshape(B * T, C)).view(B, T, C)
         x = x + blk.attn.proj(y.view(B, T, C))
         out = blk.ffn(_norm(blk.ln_2, x))
         if hasattr(out, "aux_loss"):  # an MoE FFN returns an object with .out
@@ -211,7 +251,11 @@ class StaticLM:
         self._qkv(i, _norm(self.model.blocks[i].ln_1, x), ctx)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(_norm(self.model.ln_f, x))
+        head = self.model.lm_head
+        if head.bias is None:
+            B, T, C = x.shape
+            return self._mm(_norm(self.model.ln_f, x).reshape(B * T, C), head.weight).view(B, T, -1)
+        return head(_norm(self.model.ln_f, x))
 
     def forward(self, tokens: torch.Tensor, start: torch.Tensor, ctx: _StepContext | None = None) -> torch.Tensor:
         """Logits (B, T, V); `ctx` (from `context(T, start)`, or a `select`ed row of a longer one)
@@ -228,6 +272,30 @@ def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
     xc = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))
     return torch.view_as_real(xc * rot).flatten(-2)
+
+
+_KERNELS: dict = {}  # device -> the checked Triton kernel module, or None
+
+
+def _kernels(p: torch.Tensor):
+    """The Triton kernel module for a CUDA model of float32/bf16/fp16 weights, else None. The
+    kernels are checked against torch once per device (`selftest`); any failure (no Triton, a
+    compile error, a mismatch) means the plain torch path, with a warning."""
+    if p.device.type != "cuda" or p.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return None
+    if p.device not in _KERNELS:
+        try:
+            from paretoml.infer import _decode_kernels
+
+            _decode_kernels.selftest(p.device)
+            _KERNELS[p.device] = _decode_kernels
+        except Exception as e:  # noqa: BLE001 — any failure: fall back, but say so
+            import warnings
+
+            warnings.warn(f"paretoml.infer.decode: Triton decode kernels unavailable ({type(e).__name__}: {e}); "
+                          "using the plain torch path", RuntimeWarning, stacklevel=3)
+            _KERNELS[p.device] = None
+    return _KERNELS[p.device]
 
 
 def _norm(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,12 @@ from paretoml.models.gpt import GPT
 
 __all__ = ["SpeculativeConfig", "SpeculativeResult", "SpeculativeDecoder", "generate", "theoretical_speedup", "expected_tokens_per_round"]
 
+# On CUDA the host keeps up to PIPELINE rounds queued ahead of the one whose lengths it reads, but
+# only rounds that are surely needed (some row cannot have finished before them: each round adds at
+# most γ+1 tokens), so the GPU does not idle through the host's read and relaunch; 1 = wait for
+# every round before launching the next.
+PIPELINE = 2
+
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
@@ -125,7 +131,7 @@ class _Round:
         dctx = self.dlm.context(g - 1, n) if g > 1 else None  # draft steps 1..γ−1: one context, sliced
         for j in range(g):
             if j:
-                lg = self.dlm.forward(ds[-1][:, None], n - 1 + j, dctx.select(j - 1))[:, 0]
+                lg = self.dlm.forward(ds[-1][:, None], n, dctx.select(j - 1))[:, 0]  # ctx gives positions
             q = self.probs(lg)  # (B, V)
             qs.append(q)
             ds.append(sample_from(q, u[:, j]))
@@ -171,15 +177,14 @@ class _Round:
         ds = [lg.argmax(-1)]
         dctx = self.dlm.context(g - 1, n) if g > 1 else None  # draft steps 1..γ−1: one context, sliced
         for j in range(1, g):
-            ds.append(self.dlm.forward(ds[-1][:, None], n - 1 + j, dctx.select(j - 1))[:, 0].argmax(-1))
+            ds.append(self.dlm.forward(ds[-1][:, None], n, dctx.select(j - 1))[:, 0].argmax(-1))
         d = torch.stack(ds, 1)  # (B, γ)
         pend = seq.gather(1, (n - 1)[:, None])
         top = self.tlm.forward(torch.cat([pend, d], 1), n - 1).argmax(-1)  # (B, γ+1)
-        ok = top[:, :g] == d
-        a = ok.long().cumprod(1).sum(1)
-        t = top.gather(1, a[:, None])  # the target's token after the accepted prefix
-        cand = torch.cat([d, torch.zeros_like(d[:, :1])], 1).scatter_(1, a[:, None], t)
-        self._advance(n, a, cand, active)
+        a = (top[:, :g] == d).cumprod(1).sum(1)  # accepted prefix length
+        # the accepted draft tokens *are* the target's argmaxes, so the target's γ+1 argmaxes are the
+        # accepted prefix followed by its own token; what lies past it is overwritten by later rounds
+        self._advance(n, a, top, active)
         return None  # the host reads the lengths: accepted counts and "done" follow from them
 
 
@@ -202,6 +207,36 @@ class SpeculativeDecoder:
         with torch.no_grad():
             self.graphed = Graphed(self.round, use_graphs(self.device, config.cuda_graphs))
 
+    def _pipelined(self, limit: list[int], hist: list[list[int]], generator) -> int:
+        """Launch rounds ahead of the host's reads of the lengths (pinned copy + event per round);
+        appends each round's lengths to `hist`, returns the number of rounds."""
+        cfg, rnd = self.config, self.round
+        need = cfg.max_new_tokens + 1  # every round adds >= 1 token to each unfinished row
+        cuda = self.device.type == "cuda"
+        if getattr(self, "_host", None) is None or self._host.shape[0] < need:
+            self._host = torch.empty((need, self.batch_size), dtype=torch.long, pin_memory=cuda)
+            self._events = [torch.cuda.Event() if cuda else None for _ in range(need)]
+        host, events, step = self._host, self._events, cfg.gamma + 1
+        launched = read = 0
+        known = hist[-1]
+        while True:
+            while launched - read < PIPELINE and any(k + (launched - read) * step < lim
+                                                     for k, lim in zip(known, limit)):
+                if cfg.temperature > 0:
+                    _fill_uniform(rnd.u, generator)
+                self.graphed()
+                host[launched].copy_(rnd.n, non_blocking=cuda)
+                if cuda:
+                    events[launched].record()
+                launched += 1
+            if read == launched:
+                return launched
+            if cuda:
+                events[read].synchronize()
+            known = host[read].tolist()
+            hist.append(known)
+            read += 1
+
     @torch.no_grad()
     def generate(self, prompts, *, generator: torch.Generator | None = None) -> SpeculativeResult:
         cfg, rnd = self.config, self.round
@@ -220,18 +255,21 @@ class SpeculativeDecoder:
         zero = torch.zeros(B, dtype=torch.long, device=self.device)
         rnd.tlm.forward(padded, zero)  # prefill both caches (right padding is overwritten later)
         rnd.dlm.forward(padded, zero)
-        rounds = 0
         limit = (lengths + cfg.max_new_tokens).tolist()
         hist = [lengths.tolist()]
-        while True:
-            if cfg.temperature > 0:
-                _fill_uniform(rnd.u, generator)
-            self.graphed()
-            rounds += 1
-            n_now = rnd.n.tolist()  # the one host sync per round; little host work before the next launch
-            hist.append(n_now)
-            if all(v >= lim for v, lim in zip(n_now, limit)):
-                break
+        if PIPELINE <= 1:
+            rounds = 0
+            while True:
+                if cfg.temperature > 0:
+                    _fill_uniform(rnd.u, generator)
+                self.graphed()
+                rounds += 1
+                n_now = rnd.n.tolist()  # the one host sync per round; little host work before the next launch
+                hist.append(n_now)
+                if all(v >= lim for v, lim in zip(n_now, limit)):
+                    break
+        else:
+            rounds = self._pipelined(limit, hist, generator)
         acc = [0, 0, 0, 0]  # Σ accepted, Σ verified, Σ(a+1), row-rounds, from the lengths after each round
         for prev, now in zip(hist, hist[1:]):
             for p, q, lim in zip(prev, now, limit):

@@ -58,6 +58,9 @@ VARIANTS = [
 ]
 
 
+VARIANT_IDX = [0, 2, 4]  # --all-variants: every one
+
+
 def set_fast(v):
     decode.FAST.clear()
     decode.FAST.update({**OFF, **v})
@@ -132,7 +135,7 @@ def variants(out):
     S = L + N + 7
     prompt = torch.randint(0, 65, (1, L), device=dev)
     bprompt = torch.randint(0, 32000, (1, 32), device=dev)
-    for vname, v in VARIANTS:
+    for vname, v in [VARIANTS[i] for i in VARIANT_IDX]:
         set_fast(v)
         rec = {"what": "variant", "variant": vname}
         for name, m in (("target", target), ("draft", draft)):
@@ -197,7 +200,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="probe.jsonl")
     ap.add_argument("--parts", default="parity,skinny,variants,kernels")
+    ap.add_argument("--all-variants", action="store_true")
     a = ap.parse_args()
+    if a.all_variants:
+        VARIANT_IDX[:] = range(len(VARIANTS))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     out = []

@@ -626,20 +626,47 @@ class Bench:
                     return torch.cat([m(inp[i : i + 256]).logits[:, -1].float() for i in range(0, len(inp), 256)])
             return f
 
-        small, large = model_fn(self.distilled), model_fn(self.target)
+        def prefix_fn(layers):  # the target's first `layers` layers + that exit's head (trained jointly)
+            m, heads = self.target, self.heads
+
+            def f(inp):
+                out = []
+                with torch.no_grad():
+                    for i in range(0, len(inp), 256):
+                        xb = inp[i : i + 256]
+                        h, rope = m.embed(xb), m.rope(0, xb.shape[1])
+                        for blk in m.blocks[:layers]:
+                            h, _ = blk(h, rope)
+                        out.append(heads.logits(m, layers - 1, h[:, -1]).float())
+                return torch.cat(out)
+            return f
+
+        large = model_fn(self.target)
         half = n // 2
         acc_large_cal = float((large(x[:half]).argmax(-1) == y[:half]).float().mean())
         acc_large = float((large(x[half:]).argmax(-1) == y[half:]).float().mean())
+        L = s["target"].n_layer
+        # the framing (the 1-layer DistillSpec draft as the small model) and, beside it, a small
+        # model of a size between: the target's first quarter / half with its exit head
+        smalls = [("", model_fn(self.distilled), ("max_prob", "margin", "entropy", "learned"), "distilled draft (1 layer)")]
+        smalls += [(f"exit{k}-", prefix_fn(k), ("max_prob", "margin"), f"target's first {k} of {L} layers + exit head")
+                   for k in sorted({max(1, L // 4), max(1, L // 2)})]
+        for prefix, small, rules, small_what in smalls:
+            self._cascade_rules(prefix, small, large, rules, small_what, x, y, half, acc_large_cal, acc_large)
+
+    def _cascade_rules(self, prefix, small, large, rules, small_what, x, y, half, acc_large_cal, acc_large):
+        n = len(x)
         acc_small = float((small(x[half:]).argmax(-1) == y[half:]).float().mean())
-        for rule in ("max_prob", "margin", "entropy", "learned"):
+        for rule in rules:
             c = cas.Cascade(small, large, rule)
             if rule == "learned":  # the gain regression is fitted on half of the calibration half
                 c.fit_rule(x[: half // 2], y[: half // 2])
             c.calibrate(x[:half], y[:half], target_accuracy=acc_large_cal)
             out = c.predict(x[half:])
             acc = float((out.predictions == y[half:]).float().mean())
-            self.add(f"cascade-{rule}", {"method": "cascade", "rule": rule, "task": "next-char, tinyshakespeare val",
-                                         "threshold": c.threshold, "n_test": n - half},
+            self.add(f"cascade-{prefix}{rule}", {"method": "cascade", "rule": rule, "small": small_what,
+                                                 "task": "next-char, tinyshakespeare val",
+                                                 "threshold": c.threshold, "n_test": n - half},
                      {"accuracy": acc, "accuracy_large": acc_large, "accuracy_small": acc_small,
                       "reaches_large": float(acc >= acc_large - 0.005)},
                      {"deferral_rate": out.deferral_rate,

@@ -165,15 +165,22 @@ def encode(res: np.ndarray, xdir: np.ndarray, eta: np.ndarray, cb: np.ndarray, p
 
 
 @njit(cache=True, inline="always")
+def _worse(s1, i1, s2, i2):
+    """Whether entry (s1, i1) ranks below (s2, i2): lower score, or equal score and lower index.
+    Breaking ties by index makes every kept set independent of the order entries arrive in."""
+    return s1 < s2 or (s1 == s2 and i1 < i2)
+
+
+@njit(cache=True, inline="always")
 def _heap_push(hs, hi, size, s, idx):
-    """Min-heap of the `len(hs)` best scores; returns the new size."""
+    """Min-heap of the `len(hs)` best (score, index) entries; returns the new size."""
     cap = hs.shape[0]
     if size < cap:
         pos = size
         size += 1
         while pos > 0:
             parent = (pos - 1) >> 1
-            if hs[parent] <= s:
+            if not _worse(s, idx, hs[parent], hi[parent]):
                 break
             hs[pos] = hs[parent]
             hi[pos] = hi[parent]
@@ -181,16 +188,16 @@ def _heap_push(hs, hi, size, s, idx):
         hs[pos] = s
         hi[pos] = idx
         return size
-    if s <= hs[0]:
+    if not _worse(hs[0], hi[0], s, idx):
         return size
     pos = 0
     while True:
         c = 2 * pos + 1
         if c >= cap:
             break
-        if c + 1 < cap and hs[c + 1] < hs[c]:
+        if c + 1 < cap and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
             c += 1
-        if hs[c] >= s:
+        if not _worse(hs[c], hi[c], s, idx):
             break
         hs[pos] = hs[c]
         hi[pos] = hi[c]
@@ -260,49 +267,63 @@ def top_probes(cscore, leaves):
     return probes, base
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def build_lut16(qb, cbt, levels):
-    """Per-query uint8 LUTs from (nq, B, dpb) query blocks and (B, dpb, 16) transposed codebooks.
+    """Per-query uint8 LUTs from (nq, B, dpb) query blocks and (dpb, 16, B) transposed codebooks.
 
     Returns (lut8 (nq, B', 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
     sum_b <q_b, cb[b, code_b]> ~= bias + scale * sum_b lut8[q, b, code_b]; B' is B rounded up to
     even (a padding block's table is all zeros), so row q is the 32 * ceil(B/2) bytes the LUT16
     scans read (the tables of code byte kb's low and high nibble at 32kb and 32kb + 16).
+
+    The float tables are built as (16, B): every loop below runs over the B blocks, so it
+    vectorises (a (B, 16) layout needs a 16-way min/max per block); one byte transpose at the end.
     """
     nq, nb, dpb = qb.shape
     nbp = nb + (nb & 1)
     lut8 = np.zeros((nq, nbp, 16), np.uint8)
     scale = np.empty(nq, np.float32)
     bias = np.empty(nq, np.float32)
-    for q in prange(nq):
-        lut = np.empty((nb, 16), np.float32)
-        span = np.float32(0.0)
-        tot = np.float32(0.0)
-        for b in range(nb):
-            v = lut[b]
-            x0 = qb[q, b, 0]
-            for j in range(16):  # contiguous over j: one vector of 16 floats
-                v[j] = x0 * cbt[b, 0, j]
-            for t in range(1, dpb):
-                xt = qb[q, b, t]
-                for j in range(16):
-                    v[j] += xt * cbt[b, t, j]
-            lo = v[0]
-            hi = v[0]
+    nchunks = (nq + 63) // 64
+    for ch in prange(nchunks):
+        x = np.empty((dpb, nb), np.float32)
+        tab = np.empty((16, nb), np.float32)
+        lo = np.empty(nb, np.float32)
+        hi = np.empty(nb, np.float32)
+        qt = np.empty((16, nb), np.uint8)
+        for q in range(ch * 64, min(nq, ch * 64 + 64)):
+            for b in range(nb):
+                for t in range(dpb):
+                    x[t, b] = qb[q, b, t]
+            for j in range(16):
+                row = tab[j]
+                for b in range(nb):
+                    row[b] = x[0, b] * cbt[0, j, b]
+                for t in range(1, dpb):
+                    for b in range(nb):
+                        row[b] += x[t, b] * cbt[t, j, b]
+            for b in range(nb):
+                lo[b] = tab[0, b]
+                hi[b] = tab[0, b]
             for j in range(1, 16):
-                lo = min(lo, v[j])
-                hi = max(hi, v[j])
+                for b in range(nb):
+                    lo[b] = min(lo[b], tab[j, b])
+                    hi[b] = max(hi[b], tab[j, b])
+            span = np.float32(0.0)
+            tot = np.float32(0.0)
+            for b in range(nb):
+                span = max(span, hi[b] - lo[b])
+                tot += lo[b]
+            sc = max(span, np.float32(1e-30)) / levels
+            inv = np.float32(1.0) / sc
             for j in range(16):
-                v[j] -= lo
-            tot += lo
-            span = max(span, hi - lo)
-        sc = max(span, np.float32(1e-30)) / levels
-        inv = np.float32(1.0) / sc
-        for b in range(nb):
-            for j in range(16):
-                lut8[q, b, j] = np.uint8(np.int32(lut[b, j] * inv + np.float32(0.5)))
-        scale[q] = sc
-        bias[q] = tot
+                for b in range(nb):
+                    qt[j, b] = np.uint8(np.int32((tab[j, b] - lo[b]) * inv + np.float32(0.5)))
+            for b in range(nb):
+                for j in range(16):
+                    lut8[q, b, j] = qt[j, b]
+            scale[q] = sc
+            bias[q] = tot
     return lut8, scale, bias
 
 

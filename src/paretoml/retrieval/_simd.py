@@ -14,11 +14,12 @@ vector load therefore brings 32 (or 64) points' codes for two subspaces. The fla
 64 bytes of slack so that a load in a ragged block may read past its last point; those lanes are
 never used.
 
-Sums: each shuffle yields 32 (64) uint8 LUT entries. They are added as uint16 lanes (each lane =
-an even point's byte + 256 * the next odd point's byte) into one accumulator, and shifted right by
-8 into a second; at the end ``even = acc0 - (acc1 << 8)`` (mod 2^16) and ``odd = acc1``. Both are
-exact because the LUT levels keep every point's true sum below 2^16 (the same trick as faiss's
-fast-scan accumulators).
+Sums: each shuffle yields 32 (64) uint8 LUT entries. LUT entries are < 128, so the two shuffles
+of a code byte (its low- and high-nibble subspaces) add as bytes without a carry (one add instead
+of widening each); that sum is added as uint16 lanes (each lane = an even point's byte + 256 *
+the next odd point's byte) into one accumulator, and shifted right by 8 into a second; at the end
+``even = acc0 - (acc1 << 8)`` (mod 2^16) and ``odd = acc1``. Both are exact because the LUT
+levels keep every point's true sum below 2^16.
 
 Order of work (`_scan_chunk`): a thread walks its chunk of queries partition by partition, first
 over every query's nearest partition, then over the rest, so each query's candidate threshold is
@@ -158,11 +159,10 @@ def _make_block_sums(lanes: int):
                 thi = builder.shuffle_vector(thi, thi, dup)
                 lo = builder.and_(c, m4)
                 hi = builder.and_(builder.lshr(c, four), m4)
-                r0 = builder.bitcast(builder.call(pshufb, [tlo, lo]), v16)
-                r1 = builder.bitcast(builder.call(pshufb, [thi, hi]), v16)
-                builder.store(builder.add(builder.load(acc0), builder.add(r0, r1)), acc0)
-                odd = builder.add(builder.lshr(r0, eight), builder.lshr(r1, eight))
-                builder.store(builder.add(builder.load(acc1), odd), acc1)
+                # entries are < 128, so the two subspaces' bytes add without carry (one vpaddb)
+                t = builder.bitcast(builder.add(builder.call(pshufb, [tlo, lo]), builder.call(pshufb, [thi, hi])), v16)
+                builder.store(builder.add(builder.load(acc0), t), acc0)
+                builder.store(builder.add(builder.load(acc1), builder.lshr(t, eight)), acc1)
             a0 = builder.load(acc0)
             a1 = builder.load(acc1)
             even = builder.sub(a0, builder.shl(a1, eight))
@@ -228,12 +228,11 @@ def _make_pair_sums(lanes: int):
                                                       lut_ty.as_pointer()), align=1)
                     tlo = builder.shuffle_vector(tlo, tlo, dup)
                     thi = builder.shuffle_vector(thi, thi, dup)
-                    r0 = builder.bitcast(builder.call(pshufb, [tlo, lo]), v16)
-                    r1 = builder.bitcast(builder.call(pshufb, [thi, hi]), v16)
+                    t = builder.bitcast(builder.add(builder.call(pshufb, [tlo, lo]),
+                                                    builder.call(pshufb, [thi, hi])), v16)
                     acc0, acc1 = accs[which]
-                    builder.store(builder.add(builder.load(acc0), builder.add(r0, r1)), acc0)
-                    odd = builder.add(builder.lshr(r0, eight), builder.lshr(r1, eight))
-                    builder.store(builder.add(builder.load(acc1), odd), acc1)
+                    builder.store(builder.add(builder.load(acc0), t), acc0)
+                    builder.store(builder.add(builder.load(acc1), builder.lshr(t, eight)), acc1)
             masks = []
             for which, least in ((0, least_a_v), (1, least_b_v)):
                 acc0, acc1 = accs[which]
@@ -356,6 +355,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
     buf = np.empty((nqc, 2 * cap), np.uint64)
     nbuf = np.zeros(nqc, np.int64)
     thr_q = np.full(nqc, -np.inf, np.float32)
+    tkey_q = np.zeros(nqc, np.uint64)
     bits = np.empty(1, np.uint32)
     as_f32 = bits.view(np.float32)
     outb = np.empty(64, np.uint16)
@@ -373,6 +373,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
             la = pairs[pi, 1]
             scored[qa] += e1 - e0
             thr_a = thr_q[ra]
+            tk_a = tkey_q[ra]
             n_a = nbuf[ra]
             sc_a = scale[qa]
             b_a = base[qa, la]
@@ -385,6 +386,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                 lb = pairs[pi + 1, 1]
                 scored[qb] += e1 - e0
                 thr_b = thr_q[rb]
+                tk_b = tkey_q[rb]
                 n_b = nbuf[rb]
                 sc_b = scale[qb]
                 b_b = base[qb, lb]
@@ -395,12 +397,13 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                     mask_a, mask_b = lut16_pair(codes, eb * nbytes, w, nbytes, lut[qa], lut[qb], out, outb,
                                                 ithr_a, ithr_b)
                     if mask_a:
-                        thr_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax, thr_a,
-                                                   ithr_a, n_a, buf_a, cap, bits, as_f32)
+                        thr_a, tk_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax,
+                                                         thr_a, tk_a, ithr_a, n_a, buf_a, cap, bits, as_f32)
                     if mask_b:
-                        thr_b, ithr_b, n_b = _take(mask_b, outb, eb, slots, slot_bias, b_b, sc_b, bmax, thr_b,
-                                                   ithr_b, n_b, buf_b, cap, bits, as_f32)
+                        thr_b, tk_b, ithr_b, n_b = _take(mask_b, outb, eb, slots, slot_bias, b_b, sc_b, bmax,
+                                                         thr_b, tk_b, ithr_b, n_b, buf_b, cap, bits, as_f32)
                 thr_q[rb] = thr_b
+                tkey_q[rb] = tk_b
                 nbuf[rb] = n_b
                 step = 2
             else:
@@ -409,10 +412,11 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                     w = min(bw, e1 - eb)
                     mask_a = block_fn(codes, eb * nbytes, w, nbytes, lq, 0, out, ithr_a)
                     if mask_a:
-                        thr_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax, thr_a,
-                                                   ithr_a, n_a, buf_a, cap, bits, as_f32)
+                        thr_a, tk_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax,
+                                                         thr_a, tk_a, ithr_a, n_a, buf_a, cap, bits, as_f32)
                 step = 1
             thr_q[ra] = thr_a
+            tkey_q[ra] = tk_a
             nbuf[ra] = n_a
             pi += step
     for r in range(nqc):
@@ -430,25 +434,30 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
 
 
 @njit(cache=True, inline="always")
-def _take(mask, out, eb, slots, slot_bias, b, sc, bmax, thr, ithr, n, bufr, cap, bits, as_f32):
+def _take(mask, out, eb, slots, slot_bias, b, sc, bmax, thr, tkey, ithr, n, bufr, cap, bits, as_f32):
     """Offer the lanes of `mask` (sums in `out`, entries eb + lane) to one query's candidate
-    buffer `bufr` holding `n` keys; returns the updated (threshold, integer threshold, n)."""
+    buffer `bufr` holding `n` keys. A lane enters when its key (score, then slot) beats `tkey`,
+    the worst key kept at the last compaction, so the final set is the best `cap` keys whatever
+    the scan order (ties go to the higher slot, as in `_kernels._heap_push`). Returns the updated
+    (float threshold, key threshold, integer threshold, n)."""
     while mask:
         i = _ctz(mask)
         mask &= mask - np.uint64(1)
         slot = slots[eb + i]
         s = b + sc * np.float32(out[i]) + slot_bias[slot]
-        if s > thr:
-            as_f32[0] = s
-            bufr[n] = (np.uint64(_order_bits(bits[0])) << np.uint64(32)) | np.uint64(slot)
-            n += 1
-            if n == 2 * cap:
-                worst = _keep_top(bufr, n, cap)
-                n = cap
-                bits[0] = _unorder_bits(np.uint32(worst >> np.uint64(32)))
-                thr = as_f32[0]
-                ithr = _int_threshold(thr, b, sc, bmax)
-    return thr, ithr, n
+        if s >= thr:
+            as_f32[0] = s + np.float32(0.0)  # -0.0 -> +0.0: equal floats get equal keys
+            key = (np.uint64(_order_bits(bits[0])) << np.uint64(32)) | np.uint64(slot)
+            if key > tkey:
+                bufr[n] = key
+                n += 1
+                if n == 2 * cap:
+                    tkey = _keep_top(bufr, n, cap)
+                    n = cap
+                    bits[0] = _unorder_bits(np.uint32(tkey >> np.uint64(32)))
+                    thr = as_f32[0]
+                    ithr = _int_threshold(thr, b, sc, bmax)
+    return thr, tkey, ithr, n
 
 
 @njit(cache=True)

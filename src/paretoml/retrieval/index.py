@@ -165,6 +165,17 @@ class IndexConfig:
             raise ValueError(f"IndexConfig.from_spec: spec {spec!r}: {e}") from None
 
 
+def _order_ties(scores: np.ndarray, ids: np.ndarray) -> None:
+    """In place: within each row (scores descending), equal scores are put in ascending id
+    order, so results do not depend on scan order (one index vs its shards). Only rows that
+    hold a tie are re-sorted."""
+    tied = np.flatnonzero(np.any((scores[:, 1:] == scores[:, :-1]) & (ids[:, 1:] >= 0), axis=1))
+    for r in tied:
+        order = np.lexsort((ids[r], -scores[r]))
+        scores[r] = scores[r, order]
+        ids[r] = ids[r, order]
+
+
 def _as_matrix(x, d: int, where: str, what: str = "vectors") -> np.ndarray:
     """Validate user vectors: 2-d, float (ints rejected), d columns, finite -> float32."""
     if not isinstance(x, np.ndarray):
@@ -437,6 +448,7 @@ class Index:
                         k, exact, cand_s, out_s, out_i, _rerank_prefetch())
         found = out_i >= 0
         ids = np.where(found, self._ids[np.maximum(out_i, 0)], -1)
+        _order_ties(out_s, ids)
         return self._to_distances(q, out_s, found), ids
 
     def _to_distances(self, q: np.ndarray, scores: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -90,9 +90,10 @@ class ProductQuantizer:
 
         Returns (lut8 (nq, B', 16) uint8, scale (nq,) float32, bias (nq,) float32) such that
         sum_b lut[q, b, code_b] ~= bias[q] + scale[q] * sum_b lut8[q, b, code_b]; B' = B rounded
-        up to even (zero tables pad). The level count keeps the uint16 sum over all blocks from
-        overflowing.
+        up to even (zero tables pad). Entries are at most 127, so the SIMD scan adds the bytes of
+        two subspaces without a carry, and at most 65535 / B, so the uint16 sum over all blocks
+        cannot overflow (127 levels cost no recall after re-ranking: docs/retrieval.md).
         """
-        levels = np.float32(min(255, 65535 // self.num_blocks))
-        cbt = np.ascontiguousarray(self.codebooks.transpose(0, 2, 1))
+        levels = np.float32(min(127, 65535 // self.num_blocks))
+        cbt = np.ascontiguousarray(self.codebooks.transpose(2, 1, 0))  # (dpb, 16, B)
         return _kernels.build_lut16(self._blocks(q), cbt, levels)

@@ -18,7 +18,7 @@ import numpy as np
 
 from paretoml.errors import NotFittedError, require
 from paretoml.retrieval import _kernels
-from paretoml.retrieval.index import _RERANK, Index, IndexConfig, _as_matrix
+from paretoml.retrieval.index import _RERANK, Index, IndexConfig, _as_matrix, _order_ties
 
 __all__ = ["ShardedIndex"]
 
@@ -154,7 +154,9 @@ class ShardedIndex:
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):
-            keep = np.argsort(-app_s[r], kind="stable")[:cap]
+            # the best `cap` by (score, then id): one index breaks ties by slot, and slots follow
+            # ids when ids are added in increasing order (the default)
+            keep = np.lexsort((-app_i[r], -app_s[r]))[:cap]
             keep = keep[app_i[r, keep] >= 0]
             if exact:
                 lookup = {}
@@ -170,9 +172,10 @@ class ShardedIndex:
                     best.setdefault(int(app_i[r, j]), app_s[r, j])
                 uniq = np.array(list(best), np.int64)
                 scores = np.array(list(best.values()), np.float32)
-            order = np.argsort(-scores, kind="stable")[:k]
+            order = np.lexsort((-uniq, -scores))[:k]
             out_s[r, : len(order)] = scores[order]
             out_i[r, : len(order)] = uniq[order]
+        _order_ties(out_s, out_i)
         return self._local._to_distances(q, out_s, out_i >= 0), out_i
 
     def shutdown(self) -> None:

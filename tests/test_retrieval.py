@@ -452,5 +452,8 @@ def test_autotune_bad_input(small, real):
         autotune(small, q[:10], k=0)
     with pytest.raises(ValueError, match="finalists"):
         autotune(small, q[:10], finalists=0)
+    for bad in (-0.01, 1.0, "0.1", True):
+        with pytest.raises(ValueError, match="margin"):
+            autotune(small, q[:10], margin=bad)
     with pytest.raises(NotFittedError):
         autotune(Index(D, IndexConfig(num_partitions=2)), q[:10])

@@ -439,7 +439,8 @@ class Bench:
         S = L + N + max(s["gammas"]) + 1
         prompts = self.prompts(1, L)
         default, pipe = dict(decode.FAST), speculative.PIPELINE
-        plain = {**default, "float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False}
+        plain = {**default, "float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "triton_attention": False,
+                 "skinny_fp32": False}
         try:
             for tag, fast, depth in (("plain", plain, 1), ("plain+pipeline", plain, pipe), ("fast", default, 1),
                                      ("fast+pipeline", default, pipe)):
@@ -456,7 +457,8 @@ class Bench:
                 t, res = timed(lambda: sd.generate(prompts), dev, s["repeats"])
                 c = td / tt
                 theo = speculative.theoretical_speedup(res.acceptance_rate, g, c)
-                self.add(f"fastpaths-{tag}-b1", {"method": "fastpaths-ab", "variant": tag, "fast": fast,
+                status = {str(d): st for d, (_, st) in decode._KERNELS.items()}  # which Triton kernels passed
+                self.add(f"fastpaths-{tag}-b1", {"method": "fastpaths-ab", "variant": tag, "fast": fast, "kernels": status,
                                                  "pipeline": depth, "draft": "distilled", "gamma": g, "batch": 1},
                          {"acceptance_rate": res.acceptance_rate},
                          {"target_ms_per_token": 1e3 * tt / N, "draft_ms_per_token": 1e3 * td / N, "cost_ratio_c": c,
@@ -519,7 +521,8 @@ class Bench:
         del dec
         default = dict(decode.FAST)  # A/B: every fast path off (the previous session's step)
         try:
-            decode.FAST.update({"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False})
+            decode.FAST.update({"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False,
+                                "triton_attention": False, "skinny_fp32": False})
             dec = decode.Decoder(m, 1, L + N, decode.DecodeConfig(max_new_tokens=N))
             tp, plain_out = timed(lambda: dec.generate(prompt), dev, 3)
             self.add("big-target-only-plain-b1", {**cfg, "method": "target-only", "fast": dict(decode.FAST)},

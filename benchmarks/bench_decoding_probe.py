@@ -47,18 +47,20 @@ def graph_ms(fn, n=50):
     return 1e3 * timed(g, 5) / n
 
 
-OFF = {"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False, "skinny_m": (2, 8)}
+OFF = {"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "triton_attention": False,
+       "skinny_fp32": False, "skinny_m": (2, 8)}
+_K = {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True}
 VARIANTS = [
     ("plain", {}),
     ("mask", {"float_mask": True}),
-    ("mask+rope_kv+swiglu", {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True}),
-    ("all, skinny M 2-8", {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "skinny_fp32": True}),
-    ("all, skinny M 1-8", {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "skinny_fp32": True,
-                           "skinny_m": (1, 8)}),
+    ("mask+rope_kv+swiglu", _K),
+    ("+attention", {**_K, "triton_attention": True}),
+    ("+attention+skinny M 2-8", {**_K, "triton_attention": True, "skinny_fp32": True}),
+    ("+attention+skinny M 1-8", {**_K, "triton_attention": True, "skinny_fp32": True, "skinny_m": (1, 8)}),
 ]
 
 
-VARIANT_IDX = [0, 2, 4]  # --all-variants: every one
+VARIANT_IDX = [0, 2, 3, 4]  # --all-variants: every one
 
 
 def set_fast(v):
@@ -155,7 +157,7 @@ def variants(out):
         budget = g * rec["draft_loop_ms"] + rec["target_loop_ms"]
         rec["ratio_bound_pipe1"] = budget / rec["round_ms_pipe1"]
         rec["ratio_bound_pipe2"] = budget / rec["round_ms_pipe2"]
-        if vname in ("plain", "mask", "mask+rope_kv+swiglu"):
+        if "skinny" not in vname:
             dec = decode.Decoder(big, 1, 32 + N, decode.DecodeConfig(max_new_tokens=N))
             rec["big_loop_ms"] = 1e3 * timed(lambda: dec.generate(bprompt), 3) / N
             rec["big_tokens_per_s"] = 1e3 / rec["big_loop_ms"]
@@ -174,7 +176,7 @@ def kernel_table(out):
     target = GPT(GPTConfig.llama(vocab_size=65, n_layer=16, n_head=8, n_embd=512, block_size=512)).to(dev).eval()
     S = 199
 
-    for (vname, v), T in [(a, T) for a in (VARIANTS[0], VARIANTS[-1]) for T in (1, 6)]:
+    for (vname, v), T in [(a, T) for a in (VARIANTS[0], VARIANTS[4]) for T in (1, 6)]:
         set_fast(v)
         lm = decode.StaticLM(target, 1, S)
         tok = torch.randint(0, 65, (1, T), device=dev)

@@ -10,7 +10,8 @@ from paretoml.models.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PLAIN = {"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "skinny_fp32": False, "skinny_m": (2, 8)}
+PLAIN = {"float_mask": False, "fused_rope_kv": False, "fused_swiglu": False, "triton_attention": False,
+         "skinny_fp32": False, "skinny_m": (2, 8)}
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_triton_fast_paths_match_torch_path(name, fast_switches):
     prompt = torch.randint(0, cfg.vocab_size, (1, 40), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     out = {}
     for tag, sw in (("plain", PLAIN), ("fast", {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True,
-                                                 "skinny_fp32": True, "skinny_m": (1, 8)})):
+                                                 "triton_attention": True, "skinny_fp32": True, "skinny_m": (1, 8)})):
         fast_switches.clear()
         fast_switches.update(sw)
         lm = decode.StaticLM(m, 1, 100)

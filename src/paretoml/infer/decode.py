@@ -30,10 +30,12 @@ __all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs", 
 #   float_mask: the attention mask as an additive float tensor built once per step, over a KV
 #     buffer padded to a multiple of 16 positions (a bool mask, or an unaligned one, costs SDPA
 #     two or three conversion kernels in every layer);
-#   fused_rope_kv / fused_swiglu: Triton kernels (CUDA only, `_decode_kernels`);
+#   fused_rope_kv / fused_swiglu / triton_attention: Triton kernels (CUDA only, `_decode_kernels`;
+#     attention for steps of at most 16 new tokens: decoding and verification);
 #   skinny_fp32: float32 GEMMs of skinny_m[0] <= M <= skinny_m[1] rows through a Triton kernel
 #     where it was measured faster than cuBLAS for the shape (`_decode_kernels.linear`).
-FAST = {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "skinny_fp32": True, "skinny_m": (1, 8)}
+FAST = {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "triton_attention": True,
+        "skinny_fp32": False, "skinny_m": (2, 8)}  # skinny: measured no faster in a speculative round (H100)
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,12 @@ class StaticLM:
             self.rot = torch.complex(cos, sin)
         # residual adds fused into the output GEMMs (x + y·Wᵀ by addmm) where the layers have no bias
         self._fuse = not cfg.bias and all(isinstance(b.ffn, MLP) for b in model.blocks)
-        self._kern = _kernels(p)  # Triton kernels on CUDA, else None
-        self._skinny = self._kern is not None and p.dtype == torch.float32 and FAST["skinny_fp32"]
-        if self._kern is not None and self.rot is not None:
+        kern = _kernels(p)  # Triton kernels on CUDA (those that passed their check), else None
+        self._kern, ok = (kern[0], {k for k, why in kern[1].items() if why is None}) if kern else (None, set())
+        self._use = {"rope_kv": "rope_kv" in ok and FAST["fused_rope_kv"], "swiglu": "swiglu" in ok and FAST["fused_swiglu"],
+                     "attention": f"attention_{str(p.dtype).split('.')[-1]}" in ok and FAST["triton_attention"]}
+        self._skinny = "skinny_linear" in ok and p.dtype == torch.float32 and FAST["skinny_fp32"]
+        if self._use["rope_kv"] and self.rot is not None:
             self._cos = self.rot.real.float().contiguous()
             self._sin = self.rot.imag.float().contiguous()
         else:
@@ -189,7 +194,7 @@ class StaticLM:
     def _mm(self, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         """x (M, K) · wᵀ (+ r): cuBLAS, or the skinny float32 kernel for a few rows."""
         lo, hi = FAST["skinny_m"]
-        if self._skinny and lo <= x.shape[0] <= hi and FAST["skinny_fp32"]:
+        if self._skinny and lo <= x.shape[0] <= hi:
             return self._kern.linear(x.contiguous(), w, r)
         return F.linear(x, w) if r is None else torch.addmm(r, x, w.t())
 
@@ -204,7 +209,7 @@ class StaticLM:
             qkv = self._mm(h.reshape(B * T, C), lin.weight).view(B, T, -1)
         else:
             qkv = lin(h)
-        if self._kern is not None and FAST["fused_rope_kv"]:  # rotate, write k/v, fold q: one kernel
+        if self._use["rope_kv"]:  # rotate, write k/v, fold q: one kernel
             return self._kern.rope_kv(qkv, ctx.positions, self._cos, self._sin, self.k[i], self.v[i], nh)
         qkv = qkv.view(B, T, nh + 2 * nkv, hs)
         qk, v = qkv[:, :, : nh + nkv], qkv[:, :, nh + nkv :]
@@ -224,14 +229,17 @@ class StaticLM:
         # one memory-efficient SDPA call even for GQA (enable_gqa + a mask falls back to the math
         # path): q comes folded, the g query heads of each kv head along the query axis
         qf = self._qkv(i, _norm(blk.ln_1, x), ctx)  # (B, nkv, g·T, hs)
-        y = F.scaled_dot_product_attention(qf, self.k[i], self.v[i], attn_mask=ctx.mask)
+        if self._use["attention"] and T <= 16:
+            y = self._kern.attention(qf, self.k[i], self.v[i], ctx.positions, T)
+        else:
+            y = F.scaled_dot_product_attention(qf, self.k[i], self.v[i], attn_mask=ctx.mask)
         y = y.reshape(B, cfg.n_head, T, cfg.head_dim).transpose(1, 2).reshape(B * T, C)
         if self._fuse:  # x + y·Wᵀ in one GEMM (cuBLAS epilogue); the same rounding as two ops in float32
             x = self._mm(y, blk.attn.proj.weight, x.reshape(B * T, C)).view(B, T, C)
             mlp = blk.ffn
             u = self._mm(_norm(blk.ln_2, x).reshape(B * T, C), mlp.up.weight)
             if mlp.swiglu:
-                if self._kern is not None and FAST["fused_swiglu"]:
+                if self._use["swiglu"]:
                     u = self._kern.swiglu(u)
                 else:
                     gate, val = u.chunk(2, dim=-1)
@@ -274,27 +282,29 @@ def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * rot).flatten(-2)
 
 
-_KERNELS: dict = {}  # device -> the checked Triton kernel module, or None
+_KERNELS: dict = {}  # device -> (the Triton kernel module, {kernel: None if it passed its check, else why})
 
 
 def _kernels(p: torch.Tensor):
-    """The Triton kernel module for a CUDA model of float32/bf16/fp16 weights, else None. The
-    kernels are checked against torch once per device (`selftest`); any failure (no Triton, a
-    compile error, a mismatch) means the plain torch path, with a warning."""
+    """The Triton kernel module for a CUDA model of float32/bf16/fp16 weights, else None. Each
+    kernel is checked against torch once per device (`selftest`); one that fails (no Triton, a
+    compile error, a mismatch) is replaced by the plain torch path, with a warning."""
     if p.device.type != "cuda" or p.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return None
     if p.device not in _KERNELS:
+        import warnings
+
         try:
             from paretoml.infer import _decode_kernels
 
-            _decode_kernels.selftest(p.device)
-            _KERNELS[p.device] = _decode_kernels
-        except Exception as e:  # noqa: BLE001 — any failure: fall back, but say so
-            import warnings
-
-            warnings.warn(f"paretoml.infer.decode: Triton decode kernels unavailable ({type(e).__name__}: {e}); "
-                          "using the plain torch path", RuntimeWarning, stacklevel=3)
-            _KERNELS[p.device] = None
+            status = _decode_kernels.selftest(p.device)
+        except Exception as e:  # noqa: BLE001 — e.g. no Triton
+            _decode_kernels, status = None, {"all": f"{type(e).__name__}: {e}"}
+        for name, why in status.items():
+            if why is not None:
+                warnings.warn(f"paretoml.infer.decode: Triton kernel {name} unavailable ({why}); using the plain "
+                              "torch path for it", RuntimeWarning, stacklevel=3)
+        _KERNELS[p.device] = (_decode_kernels, status)
     return _KERNELS[p.device]
 
 

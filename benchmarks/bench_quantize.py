@@ -152,9 +152,10 @@ def _kernel_pick(variant: str, m: int, n: int, k: int) -> str | None:
     return None
 
 
-def run_kernels(device: str, tiny: bool, rounds: int) -> list[Point]:
+def run_kernels(device: str, tiny: bool, rounds: int, ms_arg: list[int] | None = None, on_shape=None) -> list[Point]:
+    """Kernel timings; `on_shape(points so far)` is called after each shape (a cut-off run keeps them)."""
     shapes = [(96, 128), (64, 256)] if tiny else SHAPES
-    ms = [1, 16] if tiny else MS
+    ms = [1, 16] if tiny else (ms_arg or MS)
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     time_us = _graph_us if cuda else _cpu_us
@@ -218,6 +219,8 @@ def run_kernels(device: str, tiny: bool, rounds: int) -> list[Point]:
                     quality={"rel_err_vs_fp64": errs[name]},
                     cost=cost, peer=name.startswith("torchao")))
             print(f"N{n} K{k} M{m}: " + "  ".join(f"{nm} {t:.1f}us" for nm, t in med.items()), file=sys.stderr)
+        if on_shape is not None:
+            on_shape(points)
     return points
 
 
@@ -503,6 +506,7 @@ def main(argv=None) -> int:
     ap.add_argument("--part", default="kernels,e2e,ppl,minilm", help="comma list of kernels, e2e, ppl, minilm")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ms", default=None, help="kernels part: comma list of M (default 1,4,16,64,256)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSONL", "PNG"), help="only draw the kernel plot")
@@ -515,7 +519,12 @@ def main(argv=None) -> int:
     parts = set(args.part.split(","))
     env = environment(args.device, ["torchao", "triton", "sentence-transformers"])
     points: list[Point] = []
-    for part, fn in (("kernels", lambda: run_kernels(args.device, args.tiny, args.rounds)),
+    ms = [int(v) for v in args.ms.split(",")] if args.ms else None
+
+    def partial(pts):
+        write_jsonl(args.out, points + [stamp(p, "quantize", env) for p in pts])
+
+    for part, fn in (("kernels", lambda: run_kernels(args.device, args.tiny, args.rounds, ms, partial)),
                      ("e2e", lambda: run_e2e(args.device, args.tiny, args.rounds)),
                      ("ppl", lambda: run_ppl(args.tiny, args.device)),
                      ("minilm", lambda: _minilm_quality(args.tiny, args.data))):

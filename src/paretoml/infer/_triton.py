@@ -3,7 +3,8 @@
 Imported only when a `QuantLinear` runs on a CUDA device; never at `import paretoml`.
 
 Weight layouts (prepared once per device by `QuantLinear`, see `gpu_pack`):
-  * int8: (N, K) int8, row-major: a row's K codes are contiguous, so a tile loads as wide vectors.
+  * int8: (N, K) uint8 biased codes q + 128, row-major: a row's K codes are contiguous, so a tile
+    loads as wide vectors, and one PRMT turns a byte into the float 2^23 + u (below).
   * int4: (N, Kp/2) uint8 with Kp = K rounded up to 64. Every 64 consecutive k form a *chunk*
     of 32 bytes; byte j holds k = j in its low nibble and k = j + 32 in its high nibble. One
     load of 32 bytes then yields two contiguous 32-wide halves of k, so the activations of each
@@ -14,7 +15,10 @@ Scales/zeros: (N, G) with G = 1 (per channel) or K / group_size; w = q · s + z 
 Int → float conversion uses the mantissa trick: for 0 <= u < 2^23 the float whose bits are
 ``u | 0x4B000000`` equals 2^23 + u exactly, so one OR and one FADD replace a slow I2F instruction.
 
-Two kernels, chosen per shape by a small measured tuner (`_pick`):
+Three kernels, chosen per shape by a small measured tuner (`_pick`):
+  * `_gemv1_kernel` (M = 1 candidates): one-shot split-K GEMV, whole tile loaded at once with plain
+    16-byte loads, inline-PTX PRMT/AND conversion, u·x exact by one FFMA against -2^23·x, group
+    scale and zero applied once per 32-byte chunk and row (see its docstring).
   * `_gemv_kernel` (M <= 4): CUDA cores, split-K over a grid of (N/BN, SPLIT_K) programs; each
     program streams (BN, CH·32-byte) weight tiles through a cp.async pipeline, dequantises them
     (one group scale/zero per row and tile) and keeps elementwise fp32 accumulators, reduced once.
@@ -27,6 +31,8 @@ Two kernels, chosen per shape by a small measured tuner (`_pick`):
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -36,6 +42,7 @@ __all__ = ["qlinear", "gpu_pack", "TUNE", "configs_for"]
 TUNE = True  # measure candidate configs on first use of a shape; False: heuristic default only
 _BEST: dict[tuple, tuple] = {}  # shape key -> ("gemv"|"mm", config tuple)
 _MAGIC = 8388608.0  # 2^23
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # no inline PTX in the interpreter
 
 
 @triton.jit
@@ -58,7 +65,7 @@ def _load_tile(w_ptr, offs_n, mask_n, stride_wn, c0, c_end, row_bytes,
     ptrs = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + byte_idx[None, :]
     wb = tl.load(ptrs, mask=mask_n[:, None] & valid[None, :], other=0)
     if BITS == 8:
-        u = (wb.to(tl.int32) + 128) & 0xFF  # signed int8 -> biased byte in [0, 255]
+        u = wb.to(tl.int32) & 0xFF  # biased byte q + 128 (gpu_pack)
         lo = _codes_to_f32(u, 128)
         return lo, lo, byte_idx, byte_idx, valid
     else:
@@ -179,6 +186,138 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
 
 
 @triton.jit
+def _gemv1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
+                  M, N, K, row_bytes, n_chunks, stride_xm, stride_wn, stride_sn, stride_om,
+                  BITS: tl.constexpr, GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  M_PAD: tl.constexpr, BN: tl.constexpr, CH: tl.constexpr, SPLIT_K: tl.constexpr,
+                  USE_ASM: tl.constexpr):
+    """One-shot split-K GEMV (M <= 4): program (pid_n, pid_k) loads its whole (BN, CH·32-byte)
+    weight tile at once with plain 16-byte loads (no shared-memory pipeline, no barriers; many
+    small programs per SM keep the bytes in flight), converts codes with one PRMT (+ one AND per
+    nibble) to the float 2^23 + u, forms u·x exactly with one FFMA against -2^23·x, sums each
+    chunk, and applies the chunk's group scale and zero once per chunk and row:
+    Σ w·x = s·Σ u·x + (z - OFF·s)·Σ x, OFF = 8 (int4) / 128 (int8) the code bias.
+    USE_ASM=False: the same arithmetic in plain Triton ops (for TRITON_INTERPRET)."""
+    KC: tl.constexpr = 32 if BITS == 8 else 64
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    offs_b = pid_k * (CH * 32) + tl.arange(0, CH * 32)  # byte in row
+    valid_b = offs_b < row_bytes
+    wptrs = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_b[None, :]
+    wb = tl.load(wptrs, mask=mask_n[:, None] & valid_b[None, :], other=0, eviction_policy="evict_first")
+    if not USE_ASM:
+        bw = wb.to(tl.int32) & 0xFF
+        if BITS == 8:
+            t = (bw | 0x4B000000).to(tl.float32, bitcast=True)
+        else:
+            t_lo = ((bw & 0xF) | 0x4B000000).to(tl.float32, bitcast=True)
+            t_hi = ((bw & 0xF0) | 0x4B000000).to(tl.float32, bitcast=True)
+    elif BITS == 8:
+        t = tl.inline_asm_elementwise(
+            "{ .reg .b32 m; mov.b32 m, 0x4B000000; prmt.b32 $0, $4, m, 0x7440; prmt.b32 $1, $4, m, 0x7441;"
+            " prmt.b32 $2, $4, m, 0x7442; prmt.b32 $3, $4, m, 0x7443; }",
+            "=r,=r,=r,=r,r", [wb], dtype=tl.float32, is_pure=True, pack=4)
+    else:
+        t_lo, t_hi = tl.inline_asm_elementwise(
+            "{ .reg .b32 m, t0, t1, t2, t3; mov.b32 m, 0x4B000000;"
+            " prmt.b32 t0, $8, m, 0x7440; prmt.b32 t1, $8, m, 0x7441; prmt.b32 t2, $8, m, 0x7442; prmt.b32 t3, $8, m, 0x7443;"
+            " and.b32 $0, t0, 0x4B00000F; and.b32 $1, t1, 0x4B00000F; and.b32 $2, t2, 0x4B00000F; and.b32 $3, t3, 0x4B00000F;"
+            " and.b32 $4, t0, 0x4B0000F0; and.b32 $5, t1, 0x4B0000F0; and.b32 $6, t2, 0x4B0000F0; and.b32 $7, t3, 0x4B0000F0; }",
+            "=r,=r,=r,=r,=r,=r,=r,=r,r", [wb], dtype=(tl.float32, tl.float32), is_pure=True, pack=4)
+    offs_c = pid_k * CH + tl.arange(0, CH)
+    mask_c = offs_c < n_chunks
+    if BITS == 8:
+        k_lo = offs_b
+    else:
+        k_lo = (offs_b // 32) * 64 + offs_b % 32
+    if GS > 0:
+        g2 = (offs_c * KC) // GS
+        smask = mask_n[:, None] & mask_c[None, :]
+        sptr = s_ptr + offs_n[:, None] * stride_sn + g2[None, :]
+        s = tl.load(sptr, mask=smask, other=0.0).to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * stride_sn + g2[None, :], mask=smask, other=0.0).to(tl.float32)
+        if BITS == 4 and GS == 32:
+            s_hi = tl.load(sptr + 1, mask=smask, other=0.0).to(tl.float32)
+            if HAS_ZERO:
+                z_hi = tl.load(z_ptr + offs_n[:, None] * stride_sn + g2[None, :] + 1, mask=smask, other=0.0).to(tl.float32)
+    else:
+        s1 = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
+        if HAS_ZERO:
+            z1 = tl.load(z_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        bias = bias * tl.where(pid_k == 0, 1.0, 0.0)
+    OFF: tl.constexpr = 128.0 if BITS == 8 else 8.0
+    for m in tl.static_range(M_PAD):
+        xrow = x_ptr + m * stride_xm
+        x_lo = tl.load(xrow + k_lo, mask=valid_b & (k_lo < K) & (m < M), other=0.0).to(tl.float32)
+        # u·x exactly: FFMA((2^23 + u), x, -2^23·x)
+        if BITS == 8:
+            if USE_ASM:
+                prod = tl.fma(t, x_lo[None, :], (-8388608.0 * x_lo)[None, :])
+            else:  # numpy (interpreter) has no fused multiply-add
+                prod = (t - 8388608.0) * x_lo[None, :]
+            p_lo = tl.sum(tl.reshape(prod, (BN, CH, 32)), axis=2)
+            xs = tl.sum(tl.reshape(x_lo, (CH, 32)), axis=1)
+        else:
+            x_hi = tl.load(xrow + k_lo + 32, mask=valid_b & (k_lo + 32 < K) & (m < M), other=0.0).to(tl.float32)
+            xh = x_hi * 0.0625
+            if USE_ASM:
+                prod_lo = tl.fma(t_lo, x_lo[None, :], (-8388608.0 * x_lo)[None, :])
+                prod_hi = tl.fma(t_hi, xh[None, :], (-8388608.0 * xh)[None, :])
+            else:  # numpy (interpreter) has no fused multiply-add
+                prod_lo = (t_lo - 8388608.0) * x_lo[None, :]
+                prod_hi = (t_hi - 8388608.0) * xh[None, :]
+            xs = tl.sum(tl.reshape(x_lo, (CH, 32)), axis=1)
+            xs_hi = tl.sum(tl.reshape(x_hi, (CH, 32)), axis=1)
+            if GS == 32:
+                p_lo = tl.sum(tl.reshape(prod_lo, (BN, CH, 32)), axis=2)
+                p_hi = tl.sum(tl.reshape(prod_hi, (BN, CH, 32)), axis=2)
+            else:
+                p_lo = tl.sum(tl.reshape(prod_lo + prod_hi, (BN, CH, 32)), axis=2)
+                xs = xs + xs_hi
+        # Σ (u - OFF)·x·s + z·Σx = s·Σux + (z - OFF·s)·Σx
+        if GS > 0:
+            if HAS_ZERO:
+                tt = s * p_lo + (z - OFF * s) * xs[None, :]
+            else:
+                tt = s * (p_lo - OFF * xs[None, :])
+            if BITS == 4 and GS == 32:
+                if HAS_ZERO:
+                    tt += s_hi * p_hi + (z_hi - OFF * s_hi) * xs_hi[None, :]
+                else:
+                    tt += s_hi * (p_hi - OFF * xs_hi[None, :])
+            acc = tl.sum(tt, axis=1)
+        else:
+            if BITS == 4:
+                p_lo = p_lo + p_hi if GS == 32 else p_lo
+            xsum = tl.sum(xs, axis=0)
+            acc = s1 * (tl.sum(p_lo, axis=1) - OFF * xsum)
+            if HAS_ZERO:
+                acc += z1 * xsum
+        if HAS_BIAS:
+            acc += bias
+        if SPLIT_K == 1:
+            tl.store(out_ptr + m * stride_om + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n & (m < M))
+        else:
+            tl.store(ws_ptr + (pid_k * M + m) * N + offs_n, acc, mask=mask_n & (m < M))
+    if SPLIT_K > 1:
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            for m in tl.static_range(M_PAD):
+                total = tl.zeros((BN,), dtype=tl.float32)
+                for sk in tl.static_range(SPLIT_K):
+                    total += tl.load(ws_ptr + (sk * M + m) * N + offs_n, mask=mask_n & (m < M), other=0.0,
+                                     cache_modifier=".cg")
+                tl.store(out_ptr + m * stride_om + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n & (m < M))
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
+
+
+@triton.jit
 def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
                M, N, K, row_bytes, n_chunks,
                stride_xm, stride_wn, stride_sn, stride_om,
@@ -237,10 +376,10 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
 def gpu_pack(qweight: torch.Tensor, bits: int, in_features: int) -> torch.Tensor:
     """The kernel layout of a canonical packed weight (see the module docstring), made once.
 
-    int8 stays (N, K); int4 (N, ceil(K/2)) natural nibble order becomes the chunked-halves
-    layout (N, Kp/2), Kp = K rounded up to 64, padded with code 8 (value 0)."""
+    int8 becomes (N, K) uint8 biased codes q + 128; int4 (N, ceil(K/2)) natural nibble order
+    becomes the chunked-halves layout (N, Kp/2), Kp = K rounded up to 64, padded with code 8 (value 0)."""
     if bits == 8:
-        return qweight.contiguous()
+        return (qweight.to(torch.int16) + 128).to(torch.uint8).contiguous()
     n = qweight.shape[0]
     lo, hi = qweight & 0xF, qweight >> 4
     u = torch.stack((lo, hi), dim=-1).reshape(n, -1)[:, :in_features]  # (N, K) codes 0..15
@@ -255,23 +394,30 @@ def _m_bucket(m: int) -> int:
     return min(256, 1 << (m - 1).bit_length())
 
 
+# (BN, CH, warps): the four fastest of ten on the H100 micro-benchmark (docs/quantize.md)
+GEMV1_M1 = [(32, 8, 4), (64, 8, 4), (32, 16, 4), (128, 4, 4)]
+
+
 def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> list[tuple]:
-    """Candidate configs for an M bucket: ("gemv", (BN, CH, SPLIT_K, warps, stages)) and
+    """Candidate configs for an M bucket: ("gemv1", (BN, CH, warps)), ("gemv", (BN, CH, SPLIT_K, warps, stages)) and
     ("mm", (BM, BN, CH, warps, stages)). A weight tile is BN rows × CH·32 bytes; with groups,
     CH is capped so that a tile half never straddles two groups (one scale per row and tile)."""
     kc = 32 if bits == 8 else 64
     max_ch = 8 if not group_size else max(1, group_size // kc)
 
     def cap(kind, c):
+        if kind == "gemv1":  # scales are applied per 32-byte chunk: any group size works
+            return (kind, tuple(c))
         c = list(c)
         c[1 if kind == "gemv" else 2] = min(c[1 if kind == "gemv" else 2], max_ch)
         return (kind, tuple(c))
 
     if m_bucket == 1:
-        cands = [("gemv", c) for c in [(32, 4, 1, 4, 4), (64, 4, 2, 4, 4), (128, 2, 4, 4, 4), (32, 8, 1, 4, 3),
+        cands = [("gemv1", c) for c in GEMV1_M1]
+        cands += [("gemv", c) for c in [(32, 4, 1, 4, 4), (64, 4, 2, 4, 4), (128, 2, 4, 4, 4), (32, 8, 1, 4, 3),
                                        (16, 8, 1, 4, 4), (64, 2, 1, 4, 4), (32, 4, 4, 4, 4), (16, 4, 2, 4, 4),
                                        (64, 4, 8, 4, 3)]]
-    elif m_bucket <= 4:
+    elif m_bucket <= 4:  # gemv1 measured 1.0-1.6x slower than these at M = 4
         cands = [("gemv", c) for c in [(16, 4, 1, 4, 3), (32, 2, 1, 4, 3), (16, 4, 2, 4, 3)]]
         cands += [("mm", (16, 64, 2, 4, 4)), ("mm", (16, 128, 2, 4, 3))]
     elif m_bucket <= 16:
@@ -279,7 +425,7 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
     elif m_bucket <= 64:
         cands = [("mm", c) for c in [(m_bucket, 64, 2, 4, 3), (m_bucket, 128, 2, 4, 3), (m_bucket, 128, 2, 8, 3)]]
     else:
-        cands = [("mm", c) for c in [(128, 128, 2, 8, 3), (64, 128, 2, 4, 3), (128, 64, 2, 4, 4), (64, 256, 2, 8, 3)]]
+        cands = [("mm", c) for c in [(128, 64, 2, 4, 4), (256, 128, 2, 8, 3), (128, 128, 2, 8, 3), (64, 128, 2, 4, 3)]]
     out = []
     for kind, c in cands:
         kc_cfg = cap(kind, c)
@@ -321,7 +467,16 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
     z = zero if zero is not None else scale
     b = bias if bias is not None else scale
     common = dict(BITS=bits, GS=gs or 0, HAS_ZERO=zero is not None, HAS_BIAS=bias is not None)
-    if kind == "gemv":
+    if kind == "gemv1":
+        bn, ch, warps = cfg
+        split_k = -(-row_bytes // (ch * 32))
+        grid = (triton.cdiv(n, bn), split_k)
+        ws, locks = _split_workspace(out.device, split_k, m, n, grid[0]) if split_k > 1 else (out, out)
+        _gemv1_kernel[grid](x, wq, scale, z, b, out, ws, locks, m, n, in_features, row_bytes, n_chunks,
+                            x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
+                            M_PAD=_m_bucket(m), BN=bn, CH=ch, SPLIT_K=split_k, USE_ASM=not _INTERPRET,
+                            num_warps=warps, num_stages=1, **common)
+    elif kind == "gemv":
         bn, ch, split_k, warps, stages = cfg
         cps = -(-n_chunks // split_k)
         cps = -(-cps // ch) * ch

@@ -16,6 +16,7 @@ sync at all. On the CPU the same functions run eagerly.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -334,8 +335,19 @@ class Graphed:
                     fn()
             torch.cuda.current_stream().wait_stream(s)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, pool=pool):
-                self.out = fn()
+            # Decoders hold reference cycles (graph → bound method → decoder): if the cyclic garbage
+            # collector freed an old decoder's graph *during* this capture, the capture would be
+            # invalidated (seen on the H100 when decoders were built in a loop; torch no longer
+            # collects before capturing). Collect first, and not at all while capturing.
+            gc.collect()
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                with torch.cuda.graph(self.graph, pool=pool):
+                    self.out = fn()
+            finally:
+                if enabled:
+                    gc.enable()
 
     def __call__(self):
         if self.graph is None:

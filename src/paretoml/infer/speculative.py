@@ -8,7 +8,9 @@ distributed *exactly* as the target's own samples (greedy: identical tokens). Ro
 batch accept different numbers of tokens: every row keeps its own length in a device
 tensor and the whole round — γ draft steps, the verification pass and the acceptance rule —
 is one static-shape function, captured in a single CUDA graph on the GPU, so a round costs
-one graph replay and one host sync (are all rows done?).
+one graph replay and one host read of the row lengths (are all rows done?). The host keeps the
+next round queued while it reads (`PIPELINE`), launching only rounds that are surely needed, so
+the GPU does not idle through the read and the relaunch.
 
     >>> cfg = SpeculativeConfig(gamma=4, temperature=0.0, max_new_tokens=128)
     >>> res = generate(target, draft, [prompt_ids], cfg)

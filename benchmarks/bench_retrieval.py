@@ -202,7 +202,7 @@ def main(argv=None) -> int:
 
     base, q_tune, q_test, gt_tune, gt_test = load(tiny)
     num_leaves = 16 if tiny else 400
-    leaves = [1, 2, 4] if tiny else [2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 34, 45]
+    leaves = [1, 2, 4] if tiny else [2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 34, 45, 56, 70, 90]
     reorders = [40] if tiny else [100, 200]
     if args.leaves:
         leaves = [int(v) for v in args.leaves.split(",")]

@@ -89,6 +89,32 @@ def _scale_tile(q, s_ptr, z_ptr, offs_n, mask_n, stride_sn, k0, GS: tl.constexpr
 
 
 @triton.jit
+def _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_n, pid_k, M, N, stride_om,
+                M_PAD: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr):
+    """Write a (M_PAD, BN) fp32 output tile of the GEMV kernels.
+
+    With SPLIT_K > 1 the fix-up happens inside the kernel (no zero-fill or copy kernels around
+    it): each split stores its fp32 partial tile, the last split of a column tile to arrive
+    (counted with an acq_rel atomic) sums the partials in a fixed order, writes the output and
+    re-arms the counter to 0 for the next call."""
+    optr = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    omask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=omask)
+    else:
+        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(wsp + pid_k * (M * N), acc, mask=omask)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((M_PAD, BN), dtype=tl.float32)
+            for sk in tl.static_range(SPLIT_K):
+                total += tl.load(wsp + sk * (M * N), mask=omask, other=0.0, cache_modifier=".cg")
+            tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
+
+
+@triton.jit
 def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                  M, N, K, row_bytes, n_chunks, chunks_per_split,
                  stride_xm, stride_wn, stride_sn, stride_om,
@@ -164,25 +190,8 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         acc += tl.where(pid_k == 0, 1.0, 0.0) * bias[None, :]
-    optr = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    omask = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K == 1:
-        tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=omask)
-    else:
-        # Split-K fix-up inside the kernel (no zero-fill or copy kernels around it): each split
-        # stores its fp32 partial tile, the last split of a column tile to arrive (counted with an
-        # acq_rel atomic) sums the partials in a fixed order, writes the output and re-arms the
-        # counter to 0 for the next call.
-        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.store(wsp + pid_k * (M * N), acc, mask=omask)
-        tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros((M_PAD, BN), dtype=tl.float32)
-            for sk in tl.static_range(SPLIT_K):
-                total += tl.load(wsp + sk * (M * N), mask=omask, other=0.0, cache_modifier=".cg")
-            tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
-            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
+    _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_n, pid_k, M, N, stride_om,
+                M_PAD, BN, SPLIT_K)
 
 
 @triton.jit
@@ -322,23 +331,8 @@ def _gemv1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         accm += (bias * tl.where(pid_k == 0, 1.0, 0.0))[None, :]
-    omask = mask_m[:, None] & mask_n[None, :]
-    optr = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    if SPLIT_K == 1:
-        tl.store(optr, accm.to(out_ptr.dtype.element_ty), mask=omask)
-    else:
-        # fp32 partial per split; the last split of the column tile to arrive sums them in a fixed
-        # order and re-arms the counter (see _gemv_kernel)
-        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.store(wsp + pid_k * (M * N), accm, mask=omask)
-        tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros((M_PAD, BN), dtype=tl.float32)
-            for sk in tl.static_range(SPLIT_K):
-                total += tl.load(wsp + sk * (M * N), mask=omask, other=0.0, cache_modifier=".cg")
-            tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
-            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
+    _store_tile(accm, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_n, pid_k, M, N, stride_om,
+                M_PAD, BN, SPLIT_K)
 
 
 @triton.jit

@@ -32,7 +32,8 @@ __all__ = ["DecodeConfig", "Decoder", "generate", "StaticLM", "sampling_probs", 
 #     buffer padded to a multiple of 16 positions (a bool mask, or an unaligned one, costs SDPA
 #     two or three conversion kernels in every layer);
 #   fused_rope_kv / fused_swiglu / triton_attention: Triton kernels (CUDA only, `_decode_kernels`;
-#     attention for steps of at most 16 new tokens: decoding and verification);
+#     attention for steps of at most 16 new tokens: decoding and verification, and only for
+#     power-of-two head sizes: at head size 96 the kernel pads to 128 and measured slower than SDPA);
 #   skinny_fp32: float32 GEMMs of skinny_m[0] <= M <= skinny_m[1] rows through a Triton kernel
 #     where it was measured faster than cuBLAS for the shape (`_decode_kernels.linear`).
 FAST = {"float_mask": True, "fused_rope_kv": True, "fused_swiglu": True, "triton_attention": True,
@@ -161,7 +162,8 @@ class StaticLM:
         kern = _kernels(p)  # Triton kernels on CUDA (those that passed their check), else None
         self._kern, ok = (kern[0], {k for k, why in kern[1].items() if why is None}) if kern else (None, set())
         self._use = {"rope_kv": "rope_kv" in ok and FAST["fused_rope_kv"], "swiglu": "swiglu" in ok and FAST["fused_swiglu"],
-                     "attention": f"attention_{str(p.dtype).split('.')[-1]}" in ok and FAST["triton_attention"]}
+                     "attention": f"attention_{str(p.dtype).split('.')[-1]}" in ok and FAST["triton_attention"]
+                     and (cfg.head_dim & (cfg.head_dim - 1)) == 0}
         self._skinny = "skinny_linear" in ok and p.dtype == torch.float32 and FAST["skinny_fp32"]
         if self._use["rope_kv"] and self.rot is not None:
             self._cos = self.rot.real.float().contiguous()

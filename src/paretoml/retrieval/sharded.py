@@ -18,7 +18,7 @@ import numpy as np
 
 from paretoml.errors import NotFittedError, require
 from paretoml.retrieval import _kernels
-from paretoml.retrieval.index import _RERANK, Index, IndexConfig, _as_matrix, _order_ties
+from paretoml.retrieval.index import _RERANK, Index, IndexConfig, _as_matrix, _order_ties, _rerank_prefetch
 
 __all__ = ["ShardedIndex"]
 
@@ -56,7 +56,7 @@ class _Shard:
         ex_s = np.full((len(q), cap), -np.inf, np.float32)
         ex_i = np.full((len(q), cap), -1, np.int64)
         _kernels.rerank(q, cand_i, sizes, idx._kernel_data(), _RERANK.index(idx.config.rerank_dtype),
-                        idx._bias(), cap, True, cand_s, ex_s, ex_i)
+                        idx._bias(), cap, True, cand_s, ex_s, ex_i, _rerank_prefetch())
         ids = np.where(cand_i >= 0, idx._ids[np.maximum(cand_i, 0)], -1)
         ex_ids = np.where(ex_i >= 0, idx._ids[np.maximum(ex_i, 0)], -1)
         return cand_s, ids, ex_s, ex_ids, idx.last_points_scored

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from paretoml.frontier import atomic_write
 from paretoml.infer import decode, speculative
 from paretoml.models.gpt import GPT, GPTConfig
 
@@ -219,9 +220,7 @@ def main():
 
                 traceback.print_exc()
             log(f"== {part} {time.perf_counter() - t0:.1f} s")
-            with open(a.out, "w") as f:
-                for r in out:
-                    f.write(json.dumps(r) + "\n")
+            atomic_write(a.out, "".join(json.dumps(r) + "\n" for r in out))  # a cut-off run keeps a whole file
     for r in out:
         if r["what"] == "variant":
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})

@@ -114,11 +114,14 @@ def _splat(ty: ir.VectorType, value: int) -> ir.Constant:
     return ir.Constant(ty, [ir.Constant(ty.element, value)] * ty.count)
 
 
-def _make_block_sums(lanes: int):
-    """An intrinsic ``f(codes, cbase, stride, nbytes, lut, lbase, out, at_least) -> mask`` that
-    writes, for the `lanes` points ``i`` of one block, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)]
-    + lut[lbase + 32kb + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` (uint16), and
-    returns the uint64 bit mask of the lanes with ``out[i] >= at_least`` (a uint16 value)."""
+def _emit_sums(builder, lanes: int, cdata, cbase, stride, nbytes, queries) -> list:
+    """Emit the LUT16 sums of one block of `lanes` points for one or more queries that share each
+    code vector's load and nibble split.
+
+    `queries` holds one (lut data pointer, lut base offset, out data pointer, at_least) of IR
+    values per query. For each, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)] + lut[lbase + 32kb
+    + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` is stored as uint16, and the
+    returned list holds its lane mask ``out[i] >= at_least`` (an i`lanes` IR value)."""
     v8 = ir.VectorType(_I8, lanes)
     v16 = ir.VectorType(_I16, lanes // 2)
     out_ty = ir.VectorType(_I16, lanes)
@@ -127,49 +130,64 @@ def _make_block_sums(lanes: int):
     dup = ir.Constant(ir.VectorType(_I32, lanes), [i % 16 for i in range(lanes)])
     # interleave even / odd point sums back into point order
     inter = ir.Constant(ir.VectorType(_I32, lanes), [j for i in range(lanes // 2) for j in (i, lanes // 2 + i)])
+    pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), _PSHUFB[lanes])
+    accs = [(cgutils.alloca_once_value(builder, _splat(v16, 0)), cgutils.alloca_once_value(builder, _splat(v16, 0)))
+            for _ in queries]
+    m4, four, eight = _splat(v8, 15), _splat(v8, 4), _splat(v16, 8)
+    with cgutils.for_range(builder, nbytes) as loop:
+        kb = loop.index
+        cptr = builder.gep(cdata, [builder.add(cbase, builder.mul(kb, stride))])
+        c = builder.load(builder.bitcast(cptr, v8.as_pointer()), align=1)
+        lo = builder.and_(c, m4)
+        hi = builder.and_(builder.lshr(c, four), m4)
+        loff = builder.shl(kb, ir.Constant(_I64, 5))
+        for (ldata, lbase, _, _), (acc0, acc1) in zip(queries, accs):
+            lptr = builder.gep(ldata, [builder.add(lbase, loff)])
+            tlo = builder.load(builder.bitcast(lptr, lut_ty.as_pointer()), align=1)
+            thi = builder.load(builder.bitcast(builder.gep(lptr, [ir.Constant(_I64, 16)]), lut_ty.as_pointer()),
+                               align=1)
+            tlo = builder.shuffle_vector(tlo, tlo, dup)
+            thi = builder.shuffle_vector(thi, thi, dup)
+            # entries are < 128, so the two subspaces' bytes add without carry (one vpaddb)
+            t = builder.bitcast(builder.add(builder.call(pshufb, [tlo, lo]), builder.call(pshufb, [thi, hi])), v16)
+            builder.store(builder.add(builder.load(acc0), t), acc0)
+            builder.store(builder.add(builder.load(acc1), builder.lshr(t, eight)), acc1)
+    masks = []
+    for (_, _, odata, least), (acc0, acc1) in zip(queries, accs):
+        a0 = builder.load(acc0)
+        a1 = builder.load(acc1)
+        even = builder.sub(a0, builder.shl(a1, eight))
+        res = builder.shuffle_vector(even, a1, inter)
+        builder.store(res, builder.bitcast(odata, out_ty.as_pointer()), align=1)
+        cmp = builder.icmp_unsigned(">=", res, _broadcast(builder, least, out_ty))
+        masks.append(builder.bitcast(cmp, ir.IntType(lanes)))
+    return masks
+
+
+def _u8_vector(a) -> bool:
+    return isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1
+
+
+def _u16_vector(a) -> bool:
+    return isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
+
+
+def _make_block_sums(lanes: int):
+    """An intrinsic ``f(codes, cbase, stride, nbytes, lut, lbase, out, at_least) -> mask`` that
+    writes, for the `lanes` points ``i`` of one block, ``out[i] = sum_kb lut[lbase + 32kb + (c & 15)]
+    + lut[lbase + 32kb + 16 + (c >> 4)]`` with ``c = codes[cbase + kb * stride + i]`` (uint16), and
+    returns the uint64 bit mask of the lanes with ``out[i] >= at_least`` (a uint16 value)."""
 
     def block_sums(typingctx, codes, cbase, stride, nbytes, lut, lbase, out, at_least):
-        if not (isinstance(codes, types.Array) and codes.dtype == types.uint8 and codes.ndim == 1
-                and isinstance(lut, types.Array) and lut.dtype == types.uint8 and lut.ndim == 1
-                and isinstance(out, types.Array) and out.dtype == types.uint16 and out.ndim == 1):
+        if not (_u8_vector(codes) and _u8_vector(lut) and _u16_vector(out)):
             return None
         sig = types.uint64(codes, types.int64, types.int64, types.int64, lut, types.int64, out, types.uint16)
 
         def codegen(context, builder, signature, args):
             ca, cb0, stride_v, nb, la, lb0, oa, least = args
-            cdata = context.make_array(signature.args[0])(context, builder, ca).data
-            ldata = context.make_array(signature.args[4])(context, builder, la).data
-            odata = context.make_array(signature.args[6])(context, builder, oa).data
-            fnty = ir.FunctionType(v8, [v8, v8])
-            pshufb = cgutils.get_or_insert_function(builder.module, fnty, _PSHUFB[lanes])
-            acc0 = cgutils.alloca_once_value(builder, _splat(v16, 0))
-            acc1 = cgutils.alloca_once_value(builder, _splat(v16, 0))
-            m4 = _splat(v8, 15)
-            four = _splat(v8, 4)
-            eight = _splat(v16, 8)
-            with cgutils.for_range(builder, nb) as loop:
-                kb = loop.index
-                cptr = builder.gep(cdata, [builder.add(cb0, builder.mul(kb, stride_v))])
-                c = builder.load(builder.bitcast(cptr, v8.as_pointer()), align=1)
-                lptr = builder.gep(ldata, [builder.add(lb0, builder.shl(kb, ir.Constant(_I64, 5)))])
-                tlo = builder.load(builder.bitcast(lptr, lut_ty.as_pointer()), align=1)
-                hptr = builder.gep(lptr, [ir.Constant(_I64, 16)])
-                thi = builder.load(builder.bitcast(hptr, lut_ty.as_pointer()), align=1)
-                tlo = builder.shuffle_vector(tlo, tlo, dup)
-                thi = builder.shuffle_vector(thi, thi, dup)
-                lo = builder.and_(c, m4)
-                hi = builder.and_(builder.lshr(c, four), m4)
-                # entries are < 128, so the two subspaces' bytes add without carry (one vpaddb)
-                t = builder.bitcast(builder.add(builder.call(pshufb, [tlo, lo]), builder.call(pshufb, [thi, hi])), v16)
-                builder.store(builder.add(builder.load(acc0), t), acc0)
-                builder.store(builder.add(builder.load(acc1), builder.lshr(t, eight)), acc1)
-            a0 = builder.load(acc0)
-            a1 = builder.load(acc1)
-            even = builder.sub(a0, builder.shl(a1, eight))
-            res = builder.shuffle_vector(even, a1, inter)
-            builder.store(res, builder.bitcast(odata, out_ty.as_pointer()), align=1)
-            cmp = builder.icmp_unsigned(">=", res, _broadcast(builder, least, out_ty))
-            bits = builder.bitcast(cmp, ir.IntType(lanes))
+            sa = signature.args
+            data = [context.make_array(sa[k])(context, builder, v).data for k, v in ((0, ca), (4, la), (6, oa))]
+            (bits,) = _emit_sums(builder, lanes, data[0], cb0, stride_v, nb, [(data[1], lb0, data[2], least)])
             return builder.zext(bits, _I64) if lanes < 64 else bits
 
         return sig, codegen
@@ -183,18 +201,10 @@ def _make_pair_sums(lanes: int):
     vector feeds both queries' shuffles. ``f(codes, cbase, stride, nbytes, luta, lutb, outa, outb,
     least_a, least_b) -> mask_a | mask_b << 32`` (32 lanes only, so both masks fit one uint64)."""
     assert lanes == 32
-    v8 = ir.VectorType(_I8, lanes)
-    v16 = ir.VectorType(_I16, lanes // 2)
-    out_ty = ir.VectorType(_I16, lanes)
-    lut_ty = ir.VectorType(_I8, 16)
-    dup = ir.Constant(ir.VectorType(_I32, lanes), [i % 16 for i in range(lanes)])
-    inter = ir.Constant(ir.VectorType(_I32, lanes), [j for i in range(lanes // 2) for j in (i, lanes // 2 + i)])
 
     def pair_sums(typingctx, codes, cbase, stride, nbytes, luta, lutb, outa, outb, least_a, least_b):
-        u8 = (codes, luta, lutb)
-        if not (all(isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1 for a in u8)
-                and all(isinstance(a, types.Array) and a.dtype == types.uint16 and a.ndim == 1
-                        for a in (outa, outb))):
+        if not (_u8_vector(codes) and _u8_vector(luta) and _u8_vector(lutb) and _u16_vector(outa)
+                and _u16_vector(outb)):
             return None
         sig = types.uint64(codes, types.int64, types.int64, types.int64, luta, lutb, outa, outb,
                            types.uint16, types.uint16)
@@ -202,48 +212,12 @@ def _make_pair_sums(lanes: int):
         def codegen(context, builder, signature, args):
             ca, cb0, stride_v, nb, la, lb, oa, ob, least_a_v, least_b_v = args
             sa = signature.args
-            cdata = context.make_array(sa[0])(context, builder, ca).data
-            ldata = [context.make_array(sa[4])(context, builder, la).data,
-                     context.make_array(sa[5])(context, builder, lb).data]
-            odata = [context.make_array(sa[6])(context, builder, oa).data,
-                     context.make_array(sa[7])(context, builder, ob).data]
-            fnty = ir.FunctionType(v8, [v8, v8])
-            pshufb = cgutils.get_or_insert_function(builder.module, fnty, _PSHUFB[lanes])
-            accs = [(cgutils.alloca_once_value(builder, _splat(v16, 0)),
-                     cgutils.alloca_once_value(builder, _splat(v16, 0))) for _ in range(2)]
-            m4 = _splat(v8, 15)
-            four = _splat(v8, 4)
-            eight = _splat(v16, 8)
-            with cgutils.for_range(builder, nb) as loop:
-                kb = loop.index
-                cptr = builder.gep(cdata, [builder.add(cb0, builder.mul(kb, stride_v))])
-                c = builder.load(builder.bitcast(cptr, v8.as_pointer()), align=1)
-                lo = builder.and_(c, m4)
-                hi = builder.and_(builder.lshr(c, four), m4)
-                loff = builder.shl(kb, ir.Constant(_I64, 5))
-                for which in range(2):
-                    lptr = builder.gep(ldata[which], [loff])
-                    tlo = builder.load(builder.bitcast(lptr, lut_ty.as_pointer()), align=1)
-                    thi = builder.load(builder.bitcast(builder.gep(lptr, [ir.Constant(_I64, 16)]),
-                                                      lut_ty.as_pointer()), align=1)
-                    tlo = builder.shuffle_vector(tlo, tlo, dup)
-                    thi = builder.shuffle_vector(thi, thi, dup)
-                    t = builder.bitcast(builder.add(builder.call(pshufb, [tlo, lo]),
-                                                    builder.call(pshufb, [thi, hi])), v16)
-                    acc0, acc1 = accs[which]
-                    builder.store(builder.add(builder.load(acc0), t), acc0)
-                    builder.store(builder.add(builder.load(acc1), builder.lshr(t, eight)), acc1)
-            masks = []
-            for which, least in ((0, least_a_v), (1, least_b_v)):
-                acc0, acc1 = accs[which]
-                a0 = builder.load(acc0)
-                a1 = builder.load(acc1)
-                even = builder.sub(a0, builder.shl(a1, eight))
-                res = builder.shuffle_vector(even, a1, inter)
-                builder.store(res, builder.bitcast(odata[which], out_ty.as_pointer()), align=1)
-                cmp = builder.icmp_unsigned(">=", res, _broadcast(builder, least, out_ty))
-                masks.append(builder.zext(builder.bitcast(cmp, ir.IntType(lanes)), _I64))
-            return builder.or_(masks[0], builder.shl(masks[1], ir.Constant(_I64, 32)))
+            data = [context.make_array(sa[k])(context, builder, v).data
+                    for k, v in ((0, ca), (4, la), (5, lb), (6, oa), (7, ob))]
+            zero = ir.Constant(_I64, 0)
+            ma, mb = _emit_sums(builder, lanes, data[0], cb0, stride_v, nb,
+                                [(data[1], zero, data[3], least_a_v), (data[2], zero, data[4], least_b_v)])
+            return builder.or_(builder.zext(ma, _I64), builder.shl(builder.zext(mb, _I64), ir.Constant(_I64, 32)))
 
         return sig, codegen
 
@@ -368,30 +342,12 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
         bmax = part_bias_max[p]
         pi = counts[bk]
         while pi < counts[bk + 1]:
-            qa = pairs[pi, 0]
-            ra = qa - q0
-            la = pairs[pi, 1]
-            scored[qa] += e1 - e0
-            thr_a = thr_q[ra]
-            tk_a = tkey_q[ra]
-            n_a = nbuf[ra]
-            sc_a = scale[qa]
-            b_a = base[qa, la]
-            ithr_a = _int_threshold(thr_a, b_a, sc_a, bmax)
-            buf_a = buf[ra]
+            qa, ra, thr_a, tk_a, n_a, sc_a, b_a, ithr_a, buf_a = _query_state(
+                pi, pairs, q0, e1 - e0, scored, thr_q, tkey_q, nbuf, scale, base, bmax, buf)
             if pair and pi + 1 < counts[bk + 1]:
                 # two queries share each code load and nibble split
-                qb = pairs[pi + 1, 0]
-                rb = qb - q0
-                lb = pairs[pi + 1, 1]
-                scored[qb] += e1 - e0
-                thr_b = thr_q[rb]
-                tk_b = tkey_q[rb]
-                n_b = nbuf[rb]
-                sc_b = scale[qb]
-                b_b = base[qb, lb]
-                ithr_b = _int_threshold(thr_b, b_b, sc_b, bmax)
-                buf_b = buf[rb]
+                qb, rb, thr_b, tk_b, n_b, sc_b, b_b, ithr_b, buf_b = _query_state(
+                    pi + 1, pairs, q0, e1 - e0, scored, thr_q, tkey_q, nbuf, scale, base, bmax, buf)
                 for eb in range(e0, e1, bw):
                     w = min(bw, e1 - eb)
                     mask_a, mask_b = lut16_pair(codes, eb * nbytes, w, nbytes, lut[qa], lut[qb], out, outb,
@@ -402,9 +358,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                     if mask_b:
                         thr_b, tk_b, ithr_b, n_b = _take(mask_b, outb, eb, slots, slot_bias, b_b, sc_b, bmax,
                                                          thr_b, tk_b, ithr_b, n_b, buf_b, cap, bits, as_f32)
-                thr_q[rb] = thr_b
-                tkey_q[rb] = tk_b
-                nbuf[rb] = n_b
+                _store_state(rb, thr_b, tk_b, n_b, thr_q, tkey_q, nbuf)
                 step = 2
             else:
                 lq = lut[qa]
@@ -415,9 +369,7 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
                         thr_a, tk_a, ithr_a, n_a = _take(mask_a, out, eb, slots, slot_bias, b_a, sc_a, bmax,
                                                          thr_a, tk_a, ithr_a, n_a, buf_a, cap, bits, as_f32)
                 step = 1
-            thr_q[ra] = thr_a
-            tkey_q[ra] = tk_a
-            nbuf[ra] = n_a
+            _store_state(ra, thr_a, tk_a, n_a, thr_q, tkey_q, nbuf)
             pi += step
     for r in range(nqc):
         q = q0 + r
@@ -431,6 +383,28 @@ def _scan_chunk(q0, q1, probes, base, lut, scale, offsets, slots, codes, part_bi
             cand_s[q, j] = as_f32[0]
             cand_i[q, j] = np.int32(keys[j] & np.uint64(0xFFFFFFFF))
         sizes[q] = keys.shape[0]
+
+
+@njit(cache=True, inline="always")
+def _query_state(pi, pairs, q0, n_entries, scored, thr_q, tkey_q, nbuf, scale, base, bmax, buf):
+    """The query of (query, probe rank) pair `pi` about to scan a partition of `n_entries`: counts
+    them as scored and returns (query, chunk row, float threshold, key threshold, buffer fill, LUT
+    scale, base score of that probe, integer threshold, candidate buffer)."""
+    q = pairs[pi, 0]
+    r = q - q0
+    scored[q] += n_entries
+    thr = thr_q[r]
+    sc = scale[q]
+    b = base[q, pairs[pi, 1]]
+    return q, r, thr, tkey_q[r], nbuf[r], sc, b, _int_threshold(thr, b, sc, bmax), buf[r]
+
+
+@njit(cache=True, inline="always")
+def _store_state(r, thr, tkey, n, thr_q, tkey_q, nbuf):
+    """Keep chunk row r's thresholds and buffer fill for its next partition."""
+    thr_q[r] = thr
+    tkey_q[r] = tkey
+    nbuf[r] = n
 
 
 @njit(cache=True, inline="always")

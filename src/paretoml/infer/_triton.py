@@ -89,6 +89,16 @@ def _scale_tile(q, s_ptr, z_ptr, offs_n, mask_n, stride_sn, k0, GS: tl.constexpr
 
 
 @triton.jit
+def _gemv_program(N, M, BN: tl.constexpr, M_PAD: tl.constexpr):
+    """This GEMV program's (pid_n, pid_k) and its column / row offsets and masks."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m = tl.arange(0, M_PAD)
+    return pid_n, pid_k, offs_n, offs_n < N, offs_m, offs_m < M
+
+
+@triton.jit
 def _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_n, pid_k, M, N, stride_om,
                 M_PAD: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr):
     """Write a (M_PAD, BN) fp32 output tile of the GEMV kernels.
@@ -122,12 +132,7 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                  M_PAD: tl.constexpr, BN: tl.constexpr, CH: tl.constexpr, SPLIT_K: tl.constexpr,
                  STAGES: tl.constexpr):
     KC: tl.constexpr = 32 if BITS == 8 else 64  # k-values per 32-byte chunk
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    mask_n = offs_n < N
-    offs_m = tl.arange(0, M_PAD)
-    mask_m = offs_m < M
+    pid_n, pid_k, offs_n, mask_n, offs_m, mask_m = _gemv_program(N, M, BN, M_PAD)
     c_begin = pid_k * chunks_per_split
     c_end = tl.minimum(c_begin + chunks_per_split, n_chunks)
     xm = x_ptr + offs_m[:, None] * stride_xm
@@ -211,12 +216,7 @@ def _gemv1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
     code bias. USE_ASM=False: the same arithmetic in plain Triton ops (for TRITON_INTERPRET)."""
     KC: tl.constexpr = 32 if BITS == 8 else 64
     OFF: tl.constexpr = 128.0 if BITS == 8 else 8.0
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    mask_n = offs_n < N
-    offs_m = tl.arange(0, M_PAD)
-    mask_m = offs_m < M
+    pid_n, pid_k, offs_n, mask_n, offs_m, mask_m = _gemv_program(N, M, BN, M_PAD)
     rows = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn
     offs_t = tl.arange(0, CH * 32)
     b0 = pid_k * (ITERS * CH * 32)

@@ -499,6 +499,17 @@ def plot(jsonl: Path, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def _ms_list(text: str) -> list[int]:
+    """`--ms` value: a comma list of positive ints (argparse turns the ValueError into a usage error)."""
+    try:
+        ms = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers such as 1,16,256, got {text!r}")
+    if not ms or min(ms) < 1:
+        raise argparse.ArgumentTypeError(f"every M must be >= 1, got {text!r}")
+    return ms
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="paretoml benchmark: weight-only quantization")
     ap.add_argument("--tiny", action="store_true", help="a seconds-long CPU run (used by the tests)")
@@ -506,7 +517,7 @@ def main(argv=None) -> int:
     ap.add_argument("--part", default="kernels,e2e,ppl,minilm", help="comma list of kernels, e2e, ppl, minilm")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--ms", default=None, help="kernels part: comma list of M (default 1,4,16,64,256)")
+    ap.add_argument("--ms", default=None, type=_ms_list, help="kernels part: comma list of M (default 1,4,16,64,256)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSONL", "PNG"), help="only draw the kernel plot")
@@ -519,7 +530,7 @@ def main(argv=None) -> int:
     parts = set(args.part.split(","))
     env = environment(args.device, ["torchao", "triton", "sentence-transformers"])
     points: list[Point] = []
-    ms = [int(v) for v in args.ms.split(",")] if args.ms else None
+    ms = args.ms
 
     def partial(pts):
         write_jsonl(args.out, points + [stamp(p, "quantize", env) for p in pts])

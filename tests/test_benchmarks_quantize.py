@@ -33,3 +33,11 @@ def test_bench_quantize_tiny_minilm(tmp_path, shared_data, load_bench):
     load_bench("bench_quantize").main(["--tiny", "--part", "minilm", "--data", str(shared_data), "--out", str(out)])
     points = read_jsonl(out)
     assert points and all(p.quality["cosine_mean"] > 0.99 for p in points if "int8" in p.config["variant"])
+
+
+@pytest.mark.parametrize("bad", ["1,x", "0", "4,-1"])
+def test_bench_quantize_rejects_a_bad_ms_list(bad, load_bench, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load_bench("bench_quantize").main(["--tiny", "--ms", bad])
+    assert exc.value.code == 2  # argparse usage error, not a traceback
+    assert "--ms" in capsys.readouterr().err

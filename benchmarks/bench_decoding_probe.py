@@ -199,12 +199,15 @@ def kernel_table(out):
         log(json.dumps(rec, indent=0))
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="probe.jsonl")
     ap.add_argument("--parts", default="parity,skinny,variants,kernels")
     ap.add_argument("--all-variants", action="store_true")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("bench_decoding_probe.py: needs a CUDA GPU (it times CUDA-graphed GPU kernels); "
+                 "on CPU run benchmarks/bench_decoding.py --tiny instead")
     if a.all_variants:
         VARIANT_IDX[:] = range(len(VARIANTS))
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -49,3 +49,11 @@ def test_to_hf_llama_same_logits_and_greedy_tokens(load_bench):
         assert torch.equal(ours, theirs)
     finally:
         torch.set_num_threads(n)
+
+
+def test_decoding_probe_needs_cuda_and_says_so(load_bench):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the probe itself")
+    with pytest.raises(SystemExit) as exc:
+        load_bench("bench_decoding_probe").main(["--out", "unused.jsonl"])
+    assert "needs a CUDA GPU" in str(exc.value.code)

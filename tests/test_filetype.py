@@ -436,3 +436,50 @@ def test_extend_corpus_adds_train_rows_only(tmp_path):
     back = load_packed(tmp_path / "p.npz")
     assert set(back) == set(data) and all(np.array_equal(back[k], data[k]) for k in data)
     assert len(back["label"]) == 3  # train + val rows; the test row is not packed
+
+
+def test_interleave_by_source_takes_one_file_per_package_in_turn():
+    import random
+
+    from paretoml.filetype.corpus import _interleave_by_source
+
+    paths = [Path(f"/big/{i}.c") for i in range(50)] + [Path(f"/small{j}/{i}.c") for j in range(3) for i in range(2)]
+    source = {p: p.parts[1] for p in paths}
+    out = _interleave_by_source(list(paths), source, random.Random(0))
+    assert sorted(out) == sorted(paths)  # a reordering: nothing lost or repeated
+    first = [source[p] for p in out[:4]]
+    assert sorted(first) == ["big", "small0", "small1", "small2"]  # every package once before any twice
+    assert sorted(source[p] for p in out[4:8]) == ["big", "small0", "small1", "small2"]
+    assert {source[p] for p in out[8:]} == {"big"}  # the small ones are used up
+    assert out != _interleave_by_source(list(paths), source, random.Random(1))  # seeded shuffles
+
+
+def test_header_label_follows_libmagic_between_c_and_cpp():
+    from paretoml.filetype.corpus import _refine_label
+
+    assert _refine_label("c", Path("/x/include/vec.h"), "text/x-c++") == "cpp"
+    assert _refine_label("c", Path("/x/include/vec.h"), "text/x-c") == "c"
+    assert _refine_label("c", Path("/x/src/vec.c"), "text/x-c++") == "c"  # only headers are ambiguous by name
+    assert _refine_label("python", Path("/x/a.h"), "text/x-c++") == "python"
+
+
+def test_split_unit_joins_packagings_of_one_project():
+    from paretoml.filetype.corpus import CorpusConfig, _assign_splits, split_unit
+
+    assert split_unit("debs:libjs-jquery") == split_unit("npm:jquery-4.1.0") == split_unit("deb:node-jquery")
+    assert split_unit("pypi:flask-3.1.0") == split_unit("py:flask") == split_unit("debs:python-flask-doc") \
+        == split_unit("deb:python3-flask")
+    assert split_unit("debs:fonts-lato") == split_unit("deb:fonts-lato") != split_unit("deb:fonts-dejavu-core")
+    assert split_unit("npm:types-node-26.6.11") != split_unit("npm:types-react-19.3.3")
+    assert split_unit("gen:ffmpeg/usr_share_sounds") == "gen:ffmpeg/usr_share_sounds"
+    # two packagings of one project never land in two splits
+    rows = []
+    for i in range(12):
+        rows += [{"path": f"/p{i}/{k}.js", "label": "javascript", "source": f"npm:lib{i}-1.0.{k}"} for k in range(3)]
+        rows.append({"path": f"/d{i}/x.js", "label": "javascript", "source": f"debs:node-lib{i}"})
+    _assign_splits(rows, CorpusConfig())
+    by_unit: dict[str, set[str]] = {}
+    for r in rows:
+        by_unit.setdefault(split_unit(r["source"]), set()).add(r["split"])
+    assert len(by_unit) == 12 and all(len(s) == 1 for s in by_unit.values())
+    assert {r["split"] for r in rows} == {"train", "val", "test"}

@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--fetch", action="store_true", help="first `apt-get download` the default package list "
                                                          "into --debs and `npm pack` into --npm")
     c.add_argument("--npm", type=Path, default=None, help="folder of `npm pack` tarballs to unpack")
-    c.add_argument("--pypi", type=Path, default=None, help="folder of PyPI source distributions (.tar.gz) to unpack")
+    c.add_argument("--pypi", type=Path, default=None, help="folder of PyPI source distributions (.tar.gz) to unpack "
+                                                                     "(fetched by hand, see docs/filetype.md)")
     c.add_argument("--extend", action="store_true",
                    help="add the packages in --debs/--npm to an existing corpus's train split (val/test unchanged); "
                         "with --fetch, downloads the EXTRA_* package lists")
@@ -151,25 +152,30 @@ def _run_corpus(args) -> int:
     import json
     import logging
 
-    from paretoml.filetype.corpus import (DEBIAN_PACKAGES, EXTRA_DEBIAN_PACKAGES, EXTRA_NPM_PACKAGES, NPM_PACKAGES,
-                                          CorpusConfig, build_corpus, extend_corpus, fetch_debian)
+    from paretoml.filetype.corpus import (DEBIAN_PACKAGES, EXTRA_DEBIAN_PACKAGES, EXTRA_NPM_PACKAGES,
+                                          MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES, CorpusConfig,
+                                          build_corpus, extend_corpus, fetch_debian)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.fetch:
         if args.debs is None or args.npm is None:
             raise ValueError("filetype corpus --fetch: also give --debs DIR and --npm DIR to download into")
-        fetch_debian(list(EXTRA_DEBIAN_PACKAGES if args.extend else DEBIAN_PACKAGES), args.debs)
+        # --extend keeps session 2's recipe (its lists, train split only); the main build takes every list
+        debs = EXTRA_DEBIAN_PACKAGES if args.extend else DEBIAN_PACKAGES + EXTRA_DEBIAN_PACKAGES + MORE_DEBIAN_PACKAGES
+        npms = EXTRA_NPM_PACKAGES if args.extend else NPM_PACKAGES + EXTRA_NPM_PACKAGES + MORE_NPM_PACKAGES
+        fetch_debian(list(debs), args.debs)
         import subprocess
 
         args.npm.mkdir(parents=True, exist_ok=True)
-        for p in EXTRA_NPM_PACKAGES if args.extend else NPM_PACKAGES:
-            subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
+        for p in npms:
+            if not list(args.npm.glob(p.lstrip("@").replace("/", "-") + "-[0-9]*.tgz")):
+                subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
     if args.extend:
         added = extend_corpus(args.out_dir, debs=args.debs, npm=args.npm, pypi=args.pypi, seed=args.seed)
         print(json.dumps(added, sort_keys=True))
         return 0
     cfg = CorpusConfig(max_per_label=args.max_per_label, generate=not args.no_generate, seed=args.seed)
-    counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm)
+    counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm, pypi=args.pypi)
     print(json.dumps(counts, sort_keys=True))
     return 0
 

@@ -17,8 +17,8 @@ formats never seen in training.
 Outputs in OUT_DIR: ``manifest.jsonl`` (path, label, source, split, size) and
 ``tokens.npy`` (int16, one row of features per manifest line, window 1024).
 
-    paretoml filetype corpus /tmp/ft_corpus --debs /tmp/ft_debs --npm /tmp/ft_npm
-    paretoml filetype corpus /tmp/ft_corpus --extend --debs DIR --npm DIR --pypi DIR   # more train packages
+    paretoml filetype corpus /tmp/ft_corpus --fetch --debs /tmp/ft_debs --npm /tmp/ft_npm [--pypi DIR]
+    paretoml filetype corpus /tmp/ft_corpus --extend --debs DIR --npm DIR --pypi DIR   # session 2: train split only
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from paretoml.filetype.features import FeatureConfig, features_from_ends, read_e
 from paretoml.filetype.labels import KNOWLEDGE_BASE
 
 __all__ = ["CorpusConfig", "build_corpus", "extend_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES", "EXTRA_DEBIAN_PACKAGES",
-           "EXTRA_NPM_PACKAGES"]
+           "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "split_unit"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ NPM_PACKAGES = ("typescript rxjs zod bootstrap vue handlebars sql.js @vue/runtim
 
 # Added in session 2 to the *train* split only (`extend_corpus`): more source packages for the
 # types whose training data came from one or two packages (TypeScript, JavaScript, C/C++
-# headers, YAML, reStructuredText, LaTeX, CSS/SCSS, web fonts, Markdown READMEs).
+# headers, YAML, reStructuredText, LaTeX, CSS/SCSS, web fonts, Markdown READMEs). Since session 3
+# `corpus --fetch` fetches them for the main build, where they are split by package.
 EXTRA_DEBIAN_PACKAGES = (
     "libcurl4-doc libcjson-dev libsqlite3-dev zlib1g-dev libssl-dev libglib2.0-dev libsodium-dev "
     "nlohmann-json3-dev libasio-dev libcereal-dev libwebsocketpp-dev libmsgpack-cxx-dev libglm-dev libyaml-cpp-dev "
@@ -82,6 +83,91 @@ EXTRA_NPM_PACKAGES = (
     "superstruct yup mobx @reduxjs/toolkit redux xstate immer effect ts-pattern neverthrow jquery moment axios "
     "underscore d3 chart.js acorn esprima mocha three highlight.js marked uglify-js @fontsource/roboto "
     "@fontsource/inter font-awesome bulma foundation-sites animate.css normalize.css js-yaml commander yargs"
+).split()
+
+# Added in session 3 to the *main* build (split by package like every other package, so they reach
+# the validation and test splits too): many more source packages for the text labels (C/C++ -dev
+# headers, node-*/golang-*/librust-*/ruby-*/php-* sources, python-*-doc Sphinx sources and HTML,
+# texlive packages, YAML-heavy packages, SQL schemas, shell scripts, CSS/JS libraries). Packages
+# that apt cannot find are skipped by `fetch_debian`.
+MORE_DEBIAN_PACKAGES = (
+    "ansible ansible-core ant apache2-doc autoconf autotools-dev bash-completion bash-doc bats catch2 cppzmq-dev "
+    "dbconfig-common debhelper devscripts docbook-xml docker-compose dracut-core freeradius-config git git-doc "
+    "glade gnome-shell-common golang-1.19-doc golang-github-burntsushi-toml-dev golang-github-docker-docker-dev "
+    "golang-github-fsnotify-fsnotify-dev golang-github-go-sql-driver-mysql-dev golang-github-gofrs-uuid-dev "
+    "golang-github-google-uuid-dev golang-github-gorilla-websocket-dev golang-github-hashicorp-hcl-dev "
+    "golang-github-labstack-echo-dev golang-github-lib-pq-dev golang-github-mattn-go-sqlite3-dev "
+    "golang-github-minio-minio-go-v7-dev golang-github-pelletier-go-toml-dev golang-github-prometheus-common-dev "
+    "golang-github-spf13-viper-dev golang-golang-x-crypto-dev golang-golang-x-net-dev golang-golang-x-text-dev "
+    "golang-google-grpc-dev golang-google-protobuf-dev gtk-3-examples icinga2-ido-pgsql initramfs-tools-core jekyll "
+    "libabsl-dev libarchive-dev libarmadillo-dev libasound2-dev libavcodec-dev libbenchmark-dev libboost-dev "
+    "libbsd-dev libbz2-dev libcairo2-dev libcairo2-doc libcap-dev libcli11-dev libcpprest-dev libcrypto++-dev "
+    "libcurl4-openssl-dev libcxxopts-dev libdouble-conversion-dev libdrm-dev libedit-dev libeigen3-dev libevent-dev "
+    "libexpat1-dev libffi-dev libflatbuffers-dev libfltk1.3-dev libfmt-dev libfreetype-dev libgcrypt20-dev "
+    "libgflags-dev libgif-dev libgit2-dev libglfw3-dev libglib2.0-doc libgmp-dev libgnutls28-dev libgoogle-glog-dev "
+    "libgrpc++-dev libgsl-dev libgtest-dev libgtk-3-dev libgtk-3-doc libharfbuzz-dev libjansson-dev "
+    "libjaxb-api-java libjpeg62-turbo-dev libjs-bootstrap libjs-chart.js libjs-codemirror libjs-es6-promise "
+    "libjs-handlebars libjs-highlight.js libjs-jquery-ui libjs-katex libjs-leaflet libjs-moment libjs-pdf "
+    "libjs-popper.js libjs-prettify libjs-requirejs libjs-select2.js libjs-sphinxdoc "
+    "libjs-twitter-bootstrap-datepicker libjson-c-dev libjsoncpp-dev libleveldb-dev liblua5.4-dev liblz4-dev "
+    "liblzma-dev libmagick++-6-headers libmbedtls-dev libmicrohttpd-dev libmpfr-dev libmsgsl-dev libncurses-dev "
+    "libnghttp2-dev libnl-3-dev libopencv-core-dev libopenexr-dev libpango1.0-dev libpango1.0-doc libpcap0.8-dev "
+    "libpcre2-dev libpng-dev libpq-dev libpqxx-dev libprotobuf-dev libpugixml-dev libpulse-dev librange-v3-dev "
+    "libre2-dev libreadline-dev librust-aho-corasick-dev librust-anyhow-dev librust-base64-dev librust-bitflags-dev "
+    "librust-chrono-dev librust-crossbeam-dev librust-env-logger-dev librust-futures-dev librust-glob-dev "
+    "librust-http-dev librust-hyper-dev librust-indexmap-dev librust-memchr-dev librust-num-traits-dev "
+    "librust-once-cell-dev librust-proc-macro2-dev librust-quote-dev librust-rand-core-dev librust-rayon-dev "
+    "librust-ryu-dev librust-serde-json-dev librust-smallvec-dev librust-tempfile-dev librust-thiserror-dev "
+    "librust-time-dev librust-tokio-dev librust-toml-dev librust-unicode-width-dev librust-url-dev "
+    "librust-walkdir-dev libsaxonhe-java libsdl2-dev libseccomp-dev libsfml-dev libsimdjson-dev libsnappy-dev "
+    "libspdlog-dev libssh-dev libsystemd-dev libtalloc-dev libtbb-dev libtclap-dev libtiff-dev libtinyxml2-dev "
+    "libtool libusb-1.0-0-dev libutfcpp-dev libuv1-dev libwebp-dev libx11-dev libxcb1-dev libxml2-dev libxml2-doc "
+    "libxsimd-dev libxtensor-dev libxxhash-dev libzmq3-dev libzstd-dev mariadb-server-core maven-repo-helper mkdocs "
+    "neofetch nginx-doc node-acorn node-ajv node-async node-babel7 node-bluebird node-chalk node-cheerio "
+    "node-commander node-d3 node-debug node-ejs node-esprima node-express node-glob node-highlight.js "
+    "node-immutable node-jquery node-js-yaml node-jsdom node-leaflet node-less node-lodash node-markdown-it "
+    "node-marked node-minimist node-moment node-mustache node-postcss node-prismjs node-q node-react node-redux "
+    "node-request node-semver node-sinon node-socket.io-parser node-tslib node-typescript node-uglify-js "
+    "node-underscore node-vue node-ws node-yaml node-yargs octave-doc php-doctrine-dbal php-doctrine-orm "
+    "php-guzzlehttp-guzzle php-laravel-framework php-league-flysystem php-mockery php-nikic-fast-route "
+    "php-phpdocumentor-reflection-docblock php-phpseclib php-ramsey-uuid php-sabre-dav php-slim "
+    "php-symfony-dependency-injection php-symfony-form php-symfony-process php-symfony-routing "
+    "php-symfony-translation php-symfony-validator phpmyadmin phpunit postgresql-15 postgresql-15-postgis-3-scripts "
+    "postgresql-contrib postgresql-doc-15 python-aiohttp-doc python-attr-doc python-celery-doc python-click-doc "
+    "python-coverage-doc python-cryptography-doc python-dask-doc python-django-doc python-djangorestframework-doc "
+    "python-flask-doc python-fonttools-doc python-genshi-doc python-h5py-doc python-ipython-doc python-jinja2-doc "
+    "python-kombu-doc python-lxml-doc python-mako-doc python-mpmath-doc python-mutagen-doc python-nbformat-doc "
+    "python-openssl-doc python-pandas-doc python-paste-doc python-peewee-doc python-pexpect-doc python-pil-doc "
+    "python-ply-doc python-psycopg2-doc python-pygments-doc python-pymongo-doc python-pyparsing-doc "
+    "python-pytest-doc python-requests-doc python-setuptools-doc python-sqlalchemy-doc python-sympy-doc "
+    "python-werkzeug-doc r-doc-html rapidjson-dev roundcube-core ruby-actionpack ruby-actionview ruby-activemodel "
+    "ruby-activerecord ruby-concurrent ruby-dry-core ruby-erubi ruby-faraday ruby-github-markup ruby-haml "
+    "ruby-httparty ruby-i18n-data ruby-kramdown ruby-mime-types-data ruby-minitest ruby-mustache ruby-rack-test "
+    "ruby-rails ruby-railties ruby-redcarpet ruby-rouge ruby-rspec-expectations ruby-rspec-mocks ruby-rubygems "
+    "ruby-sequel ruby-slim ruby-tilt ruby3.1-doc sass-stylesheets-compass shared-mime-info shunit2 tcl-dev "
+    "tcl8.6-doc texlive-fonts-recommended-doc texlive-formats-extra texlive-humanities texlive-humanities-doc "
+    "texlive-lang-european texlive-lang-german texlive-latex-extra texlive-luatex texlive-metapost texlive-pictures "
+    "texlive-plain-generic texlive-pstricks texlive-publishers texlive-xetex xsltproc yamllint zsh-common"
+).split()
+# npm packages added in session 3 (main build): TypeScript/JavaScript libraries, CSS/SCSS frameworks.
+MORE_NPM_PACKAGES = (
+    "@angular/common @angular/core @angular/forms @angular/material @angular/router @apollo/client @babel/core "
+    "@babel/parser @babel/traverse @effect/schema @fortawesome/fontawesome-free @ionic/core @material/button "
+    "@material/theme @mdi/font @nestjs/common @nestjs/core @primer/css @sveltejs/kit @tanstack/react-query "
+    "@trpc/server @types/d3 @types/express @types/jest @types/lodash @types/node-fetch @types/react-dom "
+    "@types/three @types/ws @typescript-eslint/types @typescript-eslint/utils @vue/compiler-core @vue/reactivity "
+    "ajv alpinejs angular arktype async backbone bcryptjs bluebird body-parser bootstrap-icons bootswatch bourbon "
+    "chai chalk cheerio class-validator classnames clsx codemirror core-js cors cross-env dayjs debug dotenv "
+    "drizzle-orm echarts ejs esbuild eslint execa fastify flag-icons flatpickr fp-ts-std fs-extra "
+    "github-markdown-css glob got graphql hamburgers helmet htmx.org immutable include-media inversify jest joi "
+    "jotai jsdom jsonwebtoken katex knex knockout koa ky kysely leaflet lit loaders.css lodash.merge luxon "
+    "markdown-it materialize-css mdast-util-from-markdown micromark milligram minimist mithril mkdirp mongoose "
+    "morgan mustache mysql2 nanoid node-fetch nodemon nprogress nunjucks passport path-to-regexp pdfjs-dist pg "
+    "pinia pino pm2 preact prettier primeflex prismjs pug purecss qs query-string quill ramda react react-dom "
+    "rehype remark rimraf rollup runtypes rxjs-for-await sass select2 semver sequelize sinon slick-carousel "
+    "socket.io solid-js spectre.css spinkit svelte swiper tachyons tailwindcss toastr ts-essentials ts-morph "
+    "ts-node ts-toolbelt tslib typeorm uikit undici unified utility-types uuid validator vite vitest vue-router "
+    "water.css webpack winston ws yaml zustand zx"
 ).split()
 
 # Extension → label, from the knowledge base, with the ambiguous ones settled.
@@ -158,6 +244,8 @@ class CorpusConfig:
         val_fraction, test_fraction: share of *source packages* in each held-out split.
         seed: shuffling and split seed.
         generate: also write files with real encoders (needs time and the tools).
+        balance_sources: fill each label's cap taking one file per source package in turn
+            (session 3); False samples the label's candidates uniformly (sessions 1-2).
     """
 
     max_per_label: int = 1500
@@ -165,6 +253,7 @@ class CorpusConfig:
     test_fraction: float = 0.2
     seed: int = 0
     generate: bool = True
+    balance_sources: bool = True
 
     def __post_init__(self):
         if not (isinstance(self.max_per_label, int) and 10 <= self.max_per_label <= 1_000_000):
@@ -347,7 +436,7 @@ def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | Non
 # --------------------------------------------------------------------------- main
 
 def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, debs: Path | None = None,
-                 npm: Path | None = None, roots: list[Path] | None = None) -> dict[str, int]:
+                 npm: Path | None = None, roots: list[Path] | None = None, pypi: Path | None = None) -> dict[str, int]:
     """Harvest, generate, verify, de-duplicate, cap and split; write manifest and tokens.
 
     Args:
@@ -355,6 +444,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
         cfg: caps, split fractions, seed.
         debs: a folder of ``.deb`` files (see `fetch_debian`), unpacked into OUT_DIR/debs.
         npm: a folder of ``npm pack`` tarballs, unpacked into OUT_DIR/npm.
+        pypi: a folder of PyPI source distributions (``.tar.gz``), unpacked into OUT_DIR/pypi.
         roots: folders to harvest (default: /usr, /etc/ssl, /var/lib/dpkg/info, sys.prefix).
 
     Returns:
@@ -362,14 +452,14 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _unpack(debs, npm, out_dir)
+    _unpack(debs, npm, out_dir, pypi)
     if cfg.generate:
         from paretoml.filetype._generate import generate_all
 
         generate_all(out_dir / "gen", seed=cfg.seed)
     roots = roots or [Path("/usr"), Path("/etc/ssl"), Path("/var/lib/dpkg/info"), Path("/var/cache/apt/archives"),
                       Path(sys.prefix)]
-    roots = roots + [out_dir / d for d in ("debs", "npm", "gen") if (out_dir / d).exists()]
+    roots = roots + [out_dir / d for d in ("debs", "npm", "gen", "pypi") if (out_dir / d).exists()]
     rng = random.Random(cfg.seed)
     owners = _dpkg_owner_map()
     # 1. candidates by name only (cheap), grouped by claimed label
@@ -395,7 +485,11 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
     toks: list[np.ndarray] = []
     cap = {"oos": 4 * cfg.max_per_label, "unknown": 2 * cfg.max_per_label}
     for lab, paths in sorted(cands.items()):
-        rng.shuffle(paths)
+        srcs = {p: _source_of(p, out_dir, owners) for p in paths}
+        if cfg.balance_sources:
+            paths = _interleave_by_source(paths, srcs, rng)
+        else:
+            rng.shuffle(paths)
         kept = 0
         for p in paths:
             if kept >= cap.get(lab, cfg.max_per_label):
@@ -404,11 +498,11 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             if row is None:
                 continue
             tokens, size, mime = row
-            src = _source_of(p, out_dir, owners)
-            rows.append({"path": str(p), "label": lab, "source": src, "size": size, "mime": mime})
+            rows.append({"path": str(p), "label": _refine_label(lab, p, mime), "source": srcs[p], "size": size,
+                         "mime": mime})
             toks.append(tokens)
             kept += 1
-        log.info("%s: %d kept of %d candidates", lab, kept, len(paths))
+        log.info("%s: %d kept of %d candidates from %d sources", lab, kept, len(paths), len(set(srcs.values())))
     _assign_splits(rows, cfg)
     _write(out_dir, rows, toks)
     counts: dict[str, int] = {}
@@ -493,6 +587,30 @@ def extend_corpus(out_dir: str | Path, *, debs: Path | None = None, npm: Path | 
     return added
 
 
+def _interleave_by_source(paths: list[Path], source: dict[Path, str], rng: random.Random) -> list[Path]:
+    """`paths` reordered to take one file from each source package in turn (each package's files
+    and the package order shuffled), so a label's cap is filled from as many packages as it has
+    instead of mostly from its biggest ones."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        groups.setdefault(source[p], []).append(p)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    for k in keys:
+        rng.shuffle(groups[k])
+    out: list[Path] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out.extend(groups[k][i] for k in keys if i < len(groups[k]))
+    return out
+
+
+def _refine_label(lab: str, path: Path, mime: str) -> str:
+    """A ``.h`` header is C or C++ by its name alone; libmagic's MIME type settles which."""
+    if lab == "c" and path.suffix.lower() == ".h" and mime == "text/x-c++":
+        return "cpp"
+    return lab
+
+
 def _load_verified(p: Path, lab: str, magic, fcfg: FeatureConfig, seen: set[bytes]):
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -522,11 +640,32 @@ def _load_verified(p: Path, lab: str, magic, fcfg: FeatureConfig, seen: set[byte
     return f.tokens, size, mime
 
 
+def split_unit(source: str) -> str:
+    """The project a file's source package belongs to: the unit that train/val/test never share.
+
+    One project can come in several packagings: installed here (``deb:x``) and fetched
+    (``debs:x``); npm ``jquery-4.1.0`` and Debian ``libjs-jquery`` / ``node-jquery``; PyPI sdist
+    ``flask-3.1.0``, site-packages ``py:flask`` and Debian ``python3-flask`` / ``python-flask-doc``.
+    """
+    kind, _, name = source.partition(":")
+    if kind in ("deb", "debs"):
+        for pre, suf, to in (("node-", "", "js:"), ("libjs-", "", "js:"), ("python3-", "", "py:"),
+                             ("python-", "-doc", "py:")):
+            if name.startswith(pre) and name.endswith(suf) and len(name) > len(pre) + len(suf):
+                return to + name[len(pre):len(name) - len(suf)].lower()
+        return "deb:" + name
+    if kind in ("npm", "pypi"):
+        base = re.sub(r"-v?[0-9][^-]*$", "", name).lower()  # drop the version: jquery-4.1.0 -> jquery
+        return ("js:" if kind == "npm" else "py:") + (re.split(r"[-.]", base)[0] if kind == "pypi" else base)
+    return source
+
+
 def _assign_splits(rows: list[dict], cfg: CorpusConfig) -> None:
     """Split each label by source package: no package lands in two splits.
 
-    Sources are taken largest first (ties in seeded random order) and each goes to the split
-    furthest below its target share, so one big package cannot swallow a held-out split.
+    Sources are grouped by `split_unit` (one project, however packaged), taken largest first (ties
+    in seeded random order), and each goes to the split furthest below its target share, so one
+    big package cannot swallow a held-out split.
     Labels with fewer than 3 sources are split by file instead (recorded as ``split_by``).
     """
     rng = random.Random(cfg.seed)
@@ -541,7 +680,7 @@ def _assign_splits(rows: list[dict], cfg: CorpusConfig) -> None:
             continue
         groups: dict[str, list[dict]] = {}
         for r in rs:
-            groups.setdefault(r["source"], []).append(r)
+            groups.setdefault(split_unit(r["source"]), []).append(r)
         by = "source"
         if len(groups) < 3:
             groups, by = {r["path"]: [r] for r in rs}, "file"

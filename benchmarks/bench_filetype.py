@@ -42,11 +42,11 @@ GENERIC = ("txt", "unknown")
 class Ours:
     name, peer = "paretoml", False
 
-    def __init__(self, mode="high-confidence"):
+    def __init__(self, mode="high-confidence", model_dir=None, tag="paretoml"):
         from paretoml.filetype import Detector
 
-        self.det = Detector(mode)
-        self.name = f"paretoml[{mode}]"
+        self.det = Detector(mode, model_dir=model_dir)
+        self.name = f"{tag}[{mode}]"
 
     def labels(self, paths):
         return [r.label if r.ok else "error" for r in self.det.identify_paths(paths)]
@@ -119,10 +119,15 @@ def magika_tests(tiny: bool):
     return items[::10] if tiny else items
 
 
-def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 10**9):
+def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 10**9, new_only: bool = False):
     if corpus is None or not (corpus / "manifest.jsonl").exists():
         return []
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
+    if new_only:
+        new = new_units(rows)
+        from paretoml.filetype.corpus import split_unit
+
+        rows = [r for r in rows if split_unit(r["source"]) in new]
     rows = [r for r in rows if r["split"] == split]
     seen: dict[str, int] = {}
     out = []
@@ -131,6 +136,22 @@ def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 1
             seen[r["label"]] = seen.get(r["label"], 0) + 1
             out.append((r["path"], r["label"]))
     return out
+
+
+def new_units(rows) -> set[str]:
+    """Split units (projects) that only session 3's package lists bring: no row of theirs comes
+    from an earlier list, from this machine's installed files or from a generator, so no earlier
+    model can have trained on them."""
+    from paretoml.filetype.corpus import MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, split_unit
+
+    more = {"debs:" + p for p in MORE_DEBIAN_PACKAGES}
+    more_npm = {split_unit("npm:" + p.lstrip("@").replace("/", "-") + "-0") for p in MORE_NPM_PACKAGES}
+    units: dict[str, bool] = {}
+    for r in rows:
+        u = split_unit(r["source"])
+        is_new = r["source"] in more or (r["source"].startswith("npm:") and u in more_npm)
+        units[u] = units.get(u, True) and is_new
+    return {u for u, v in units.items() if v}
 
 
 def prf(truth, pred, labels):
@@ -195,6 +216,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--per-label", type=int, default=40, help="test files per label (magika is slow)")
     ap.add_argument("--speed-files", type=int, default=500, help="files in each timed round")
+    ap.add_argument("--compare-model", type=Path, default=None,
+                    help="another weights folder (e.g. the previously shipped model) measured on the same files, "
+                         "as paretoml-cmp[mode]")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for everyone
@@ -206,10 +230,15 @@ def main(argv=None):
     except ImportError:
         peers_ok = False
     extra = [Ours("medium-confidence"), Ours("best-guess")] + ([MagikaTool("best-guess")] if peers_ok else [])
+    if args.compare_model is not None:
+        extra += [Ours(m, args.compare_model, "paretoml-cmp") for m in ("high-confidence", "medium-confidence",
+                                                                         "best-guess")]
     sets = {"magika_tests": magika_tests(args.tiny),
             "corpus_test": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label),
             "oos": corpus_split(args.corpus, "oos", args.tiny, per_label=600)
-                   + [x for x in corpus_split(args.corpus, "test", args.tiny) if x[1] == "unknown"]}
+                   + [x for x in corpus_split(args.corpus, "test", args.tiny) if x[1] == "unknown"],
+            # test files of projects that only the session-3 package lists bring (never in an earlier corpus)
+            "corpus_test_new": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label, new_only=True)}
     ours_labels = set(tools[0].det.labels)
     magika_labels = _magika_labels() if peers_ok else set()
     both = sorted(ours_labels & magika_labels - set(GENERIC))
@@ -221,7 +250,8 @@ def main(argv=None):
                 preds[(t.name, ds)] = t.labels([p for p, _ in items])
     timed = [p for p, _ in sets["corpus_test"] or sets["magika_tests"]]
     timed = timed[:: max(1, len(timed) // args.speed_files)][: args.speed_files]
-    fps = files_per_s(tools, timed, 1 if args.tiny else args.rounds)
+    fps = files_per_s(tools + [t for t in extra if t.name == "paretoml-cmp[high-confidence]"], timed,
+                      1 if args.tiny else args.rounds)
     cold = cold_start_ms(sets["magika_tests"][0][0], 1 if args.tiny else 7) if peers_ok else {}
     load = os.getloadavg()[0]
     sizes = _model_sizes(tools[0])
@@ -232,21 +262,26 @@ def main(argv=None):
             pr = preds[(t.name, "magika_tests")]
             q["magika_tests_correct"] = sum(a == b for a, (_, b) in zip(pr, items))
             q["magika_tests_total"] = len(items)
-        items = sets["corpus_test"]
-        if items:
+        for ds, sfx in (("corpus_test", ""), ("corpus_test_new", "_new")):
+            items = sets[ds]
+            if not items:
+                continue
             truth = [lab for _, lab in items]
-            pr = preds[(t.name, "corpus_test")]
+            pr = preds[(t.name, ds)]
             cover = both if both else sorted(ours_labels - set(GENERIC))
             r = prf(truth, pr, cover)
-            q["macro_f1_both_cover"] = float(np.mean([v["f1"] for v in r.values() if v["support"]]))
-            q["n_types_both_cover"] = sum(1 for v in r.values() if v["support"])
+            q["macro_f1_both_cover" + sfx] = float(np.mean([v["f1"] for v in r.values() if v["support"]]))
+            q["n_types_both_cover" + sfx] = sum(1 for v in r.values() if v["support"])
             r_all = prf(truth, pr, sorted(ours_labels - set(GENERIC)))
-            q["macro_f1_our_types"] = float(np.mean([v["f1"] for v in r_all.values() if v["support"]]))
-            q["min_precision_our_types"] = float(min(v["precision"] for v in r_all.values() if v["predicted"]))
-            q["accuracy"] = float(np.mean([a == b for a, b in zip(pr, truth)]))
-            q["generic_output_rate"] = float(np.mean([a in GENERIC for a in pr]))
+            q["macro_f1_our_types" + sfx] = float(np.mean([v["f1"] for v in r_all.values() if v["support"]]))
+            q["min_precision_our_types" + sfx] = float(min(v["precision"] for v in r_all.values() if v["predicted"]))
+            q["types_precision_ge_095" + sfx] = sum(1 for v in r_all.values() if v["predicted"] and v["precision"] >= 0.95)
+            q["types_predicted" + sfx] = sum(1 for v in r_all.values() if v["predicted"])
+            q["accuracy" + sfx] = float(np.mean([a == b for a, b in zip(pr, truth)]))
+            q["generic_output_rate" + sfx] = float(np.mean([a in GENERIC for a in pr]))
+            q["test_files" + sfx] = len(items)
             for lab, v in r_all.items():
-                per_type.append({"tool": t.name, "dataset": "corpus_test", "label": lab, **v})
+                per_type.append({"tool": t.name, "dataset": ds, "label": lab, **v})
         items = sets["oos"]
         if items:
             pr = preds[(t.name, "oos")]
@@ -255,7 +290,7 @@ def main(argv=None):
         base = t.name.split("[")[0]
         if t.name in fps:
             c["files_per_s"] = fps[t.name]
-        if base in cold and "[" not in t.name or t.name.endswith("[high-confidence]"):
+        if base in cold and ("[" not in t.name or t.name.endswith("[high-confidence]")):
             c["cold_start_ms"] = cold.get(base, float("nan"))
             if base == "paretoml":
                 c["cold_start_cli_ms"] = cold.get("paretoml-cli", float("nan"))
@@ -267,9 +302,11 @@ def main(argv=None):
                             versions=env["versions"], git_sha=env["git_sha"], date=env["date"]))
     write_jsonl(args.out, points)
     write_jsonl(args.out.with_name(args.out.stem + "_per_type.jsonl"),
-                [Point(f"{d['tool']}:{d['label']}", config={"tool": d["tool"], "label": d["label"]},
+                [Point(f"{d['tool']}:{d['dataset']}:{d['label']}",
+                       config={"tool": d["tool"], "label": d["label"], "dataset": d["dataset"]},
                        quality={k: d[k] for k in ("precision", "recall", "f1")},
-                       cost={"support": d["support"], "predicted": d["predicted"]}, peer=not d["tool"].startswith("paretoml"),
+                       cost={"support": d["support"], "predicted": d["predicted"]},
+                       peer=not d["tool"].startswith("paretoml"),
                        benchmark="filetype_per_type", device=env["device"], threads=1, git_sha=env["git_sha"],
                        date=env["date"]) for d in per_type])
     plots = args.plots or (None if args.tiny else ROOT / "docs")

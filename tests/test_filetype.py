@@ -483,3 +483,30 @@ def test_split_unit_joins_packagings_of_one_project():
         by_unit.setdefault(split_unit(r["source"]), set()).add(r["split"])
     assert len(by_unit) == 12 and all(len(s) == 1 for s in by_unit.values())
     assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_fetch_debian_one_call_then_one_by_one_when_it_fails(tmp_path, monkeypatch):
+    from paretoml.filetype.corpus import fetch_debian
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    # a stand-in apt-get: fails the whole call if it names "missing", else writes NAME_1.0_all.deb per name
+    (bin_dir / "apt-get").write_text(f"""#!/bin/sh
+shift
+echo "$*" >> {calls}
+for p in "$@"; do [ "$p" = missing ] && exit 100; done
+for p in "$@"; do : > "${{p}}_1.0_all.deb"; done
+""")
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "have_2.0_all.deb").write_bytes(b"")
+    fetch_debian(["have", "a", "b", "a"], debs)
+    assert calls.read_text().splitlines() == ["a b"]  # one call, without what is there, no repeats
+    calls.write_text("")
+    fetch_debian(["c", "missing", "d"], debs)
+    assert calls.read_text().splitlines() == ["c missing d", "c", "missing", "d"]
+    assert sorted(p.name for p in debs.glob("*.deb")) == ["a_1.0_all.deb", "b_1.0_all.deb", "c_1.0_all.deb",
+                                                          "d_1.0_all.deb", "have_2.0_all.deb"]

@@ -35,11 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "by real encoders; label by name AND content; split by package.")
     c.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     c.add_argument("--debs", type=Path, default=None, help="folder of .deb files to unpack")
-    c.add_argument("--fetch", action="store_true", help="first `apt-get download` the default package list "
-                                                         "into --debs and `npm pack` into --npm")
+    c.add_argument("--fetch", action="store_true", help="first `apt-get download` the package lists into --debs, "
+                                                         "`npm pack` into --npm (and sdists into --pypi if given)")
     c.add_argument("--npm", type=Path, default=None, help="folder of `npm pack` tarballs to unpack")
-    c.add_argument("--pypi", type=Path, default=None, help="folder of PyPI source distributions (.tar.gz) to unpack "
-                                                                     "(fetched by hand, see docs/filetype.md)")
+    c.add_argument("--pypi", type=Path, default=None, help="folder of PyPI source distributions (.tar.gz) to unpack; "
+                                                                     "with --fetch, `pip download`s PYPI_SDISTS")
     c.add_argument("--extend", action="store_true",
                    help="add the packages in --debs/--npm to an existing corpus's train split (val/test unchanged); "
                         "with --fetch, downloads the EXTRA_* package lists")
@@ -153,8 +153,8 @@ def _run_corpus(args) -> int:
     import logging
 
     from paretoml.filetype.corpus import (DEBIAN_PACKAGES, EXTRA_DEBIAN_PACKAGES, EXTRA_NPM_PACKAGES,
-                                          MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES, CorpusConfig,
-                                          build_corpus, extend_corpus, fetch_debian)
+                                          MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES, PYPI_SDISTS,
+                                          CorpusConfig, build_corpus, extend_corpus, fetch_debian, fetch_pypi)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.fetch:
@@ -170,6 +170,8 @@ def _run_corpus(args) -> int:
         for p in npms:
             if not list(args.npm.glob(p.lstrip("@").replace("/", "-") + "-[0-9]*.tgz")):
                 subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
+        if args.pypi is not None and not args.extend:
+            fetch_pypi(PYPI_SDISTS, args.pypi)
     if args.extend:
         added = extend_corpus(args.out_dir, debs=args.debs, npm=args.npm, pypi=args.pypi, seed=args.seed)
         print(json.dumps(added, sort_keys=True))

@@ -152,6 +152,19 @@ def _kernel_pick(variant: str, m: int, n: int, k: int) -> str | None:
     return None
 
 
+def _tuner_us(variant: str, m: int, n: int, k: int) -> dict | None:
+    """The tuner's measurement of every candidate on this shape: µs per call, each including a 64 MiB L2 flush."""
+    if not variant.startswith("ours"):
+        return None
+    from paretoml.infer import _triton
+
+    bits = 8 if "int8" in variant else 4
+    for key, log in _triton.TUNE_LOG.items():
+        if key[:4] == (_triton._m_bucket(m), n, k, bits):
+            return {f"{kind}{cfg}": round(ms * 1e3 / 8, 2) for kind, cfg, ms in log}
+    return None
+
+
 def run_kernels(device: str, tiny: bool, rounds: int, ms_arg: list[int] | None = None, on_shape=None) -> list[Point]:
     """Kernel timings; `on_shape(points so far)` is called after each shape (a cut-off run keeps them)."""
     shapes = [(96, 128), (64, 256)] if tiny else SHAPES
@@ -214,6 +227,7 @@ def run_kernels(device: str, tiny: bool, rounds: int, ms_arg: list[int] | None =
                     name=f"{name} N{n} K{k} M{m}",
                     config={"part": "kernels", "variant": name, "N": n, "K": k, "M": m, "dtype": str(dtype),
                             "kernel_pick": _kernel_pick(name, m, n, k) if cuda else None,
+                            "tuner_us_with_flush": _tuner_us(name, m, n, k) if cuda else None,
                             "peer_version": variants[name][1], "rounds": rounds, "weight_copies": len(variants[name][0]),
                             "timing": "cuda graph of one call per weight copy" if cuda else "wall clock"},
                     quality={"rel_err_vs_fp64": errs[name]},

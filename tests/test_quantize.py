@@ -317,13 +317,18 @@ def _check_kernel(bits, gs, zero, dtype, shapes, all_configs, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("bits,gs,zero", [(8, None, False), (4, 128, True)])
-def test_triton_every_candidate_config_matches_reference(bits, gs, zero):
-    # The tuner may pick any candidate, so each one is checked, on ragged M/N/K.
+@pytest.mark.parametrize("bits,gs,zero,dtype", [
+    (8, None, False, torch.bfloat16), (4, 128, True, torch.bfloat16),
+    # the packed int4 → half conversion: fp16's own constants, and 32-groups (two scales per chunk)
+    (4, 128, True, torch.float16), (4, 32, True, torch.bfloat16), (4, None, False, torch.float16),
+])
+def test_triton_every_candidate_config_matches_reference(bits, gs, zero, dtype):
+    # The tuner may pick any candidate (split-K and conversion variants too), so each one is
+    # checked, on ragged M/N/K; odd M also adds a bias (split-K must add it once).
     shapes = [(1, 40, 768), (5, 33, 384), (17, 72, 256), (40, 130, 512), (300, 64, 256)]
     if gs is None:
         shapes += [(1, 31, 100), (33, 50, 136)]  # K not a multiple of the 32/64 chunk
-    _check_kernel(bits, gs, zero, torch.bfloat16, shapes, True, bits)
+    _check_kernel(bits, gs, zero, dtype, shapes, True, bits)
 
 
 @pytest.mark.gpu

@@ -41,6 +41,7 @@ __all__ = ["qlinear", "gpu_pack", "TUNE", "configs_for"]
 
 TUNE = True  # measure candidate configs on first use of a shape; False: heuristic default only
 _BEST: dict[tuple, tuple] = {}  # shape key -> ("gemv"|"mm", config tuple)
+TUNE_LOG: dict[tuple, list[tuple]] = {}  # shape key -> [(kind, config, ms for 8 graph-replayed calls), ...]
 _MAGIC = 8388608.0  # 2^23
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # no inline PTX in the interpreter
 
@@ -99,9 +100,9 @@ def _gemv_program(N, M, BN: tl.constexpr, M_PAD: tl.constexpr):
 
 
 @triton.jit
-def _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_n, pid_k, M, N, stride_om,
+def _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, tile, pid_k, M, N, stride_om,
                 M_PAD: tl.constexpr, BN: tl.constexpr, SPLIT_K: tl.constexpr):
-    """Write a (M_PAD, BN) fp32 output tile of the GEMV kernels.
+    """Write a (M_PAD, BN) fp32 output tile (`tile`: its index, one arrival counter each).
 
     With SPLIT_K > 1 the fix-up happens inside the kernel (no zero-fill or copy kernels around
     it): each split stores its fp32 partial tile, the last split of a column tile to arrive
@@ -115,13 +116,13 @@ def _store_tile(acc, out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, 
         wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
         tl.store(wsp + pid_k * (M * N), acc, mask=omask)
         tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel")
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
         if arrived == SPLIT_K - 1:
             total = tl.zeros((M_PAD, BN), dtype=tl.float32)
             for sk in tl.static_range(SPLIT_K):
                 total += tl.load(wsp + sk * (M * N), mask=omask, other=0.0, cache_modifier=".cg")
             tl.store(optr, total.to(out_ptr.dtype.element_ty), mask=omask)
-            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed")
+            tl.atomic_xchg(lock_ptr + tile, 0, sem="relaxed")
 
 
 @triton.jit
@@ -335,15 +336,77 @@ def _gemv1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                 M_PAD, BN, SPLIT_K)
 
 
+# `_int4_to_half`: one 32-bit register of 4 code bytes → lo nibbles ($0, $1) and hi nibbles ($2, $3)
+# as half-precision pairs, with scales ($5, $6) and zeros ($7, $8) as pairs too. PRMT 0x5140 / 0x7362
+# put bytes 0,1 / 2,3 in the low byte of each 16-bit half; LOP3 0xEA is (a & b) | c.
+_INT4_BF16 = tl.constexpr(
+    "{ .reg .b32 p0, p1, q0, q1, one, off, t; mov.b32 one, 0x3F803F80; mov.b32 off, 0xC308C308;"
+    " prmt.b32 p0, $4, 0, 0x5140; prmt.b32 p1, $4, 0, 0x7362;"
+    " lop3.b32 t, p0, 0x000F000F, 0x43004300, 0xEA; fma.rn.bf16x2 q0, t, one, off;"
+    " fma.rn.bf16x2 $0, q0, $5, $7;"
+    " lop3.b32 t, p1, 0x000F000F, 0x43004300, 0xEA; fma.rn.bf16x2 q1, t, one, off;"
+    " fma.rn.bf16x2 $1, q1, $6, $8;"
+    " shr.b32 p0, p0, 4; shr.b32 p1, p1, 4;"
+    " lop3.b32 t, p0, 0x000F000F, 0x43004300, 0xEA; fma.rn.bf16x2 q0, t, one, off;"
+    " fma.rn.bf16x2 $2, q0, $5, $7;"
+    " lop3.b32 t, p1, 0x000F000F, 0x43004300, 0xEA; fma.rn.bf16x2 q1, t, one, off;"
+    " fma.rn.bf16x2 $3, q1, $6, $8; }")
+_INT4_F16 = tl.constexpr(
+    "{ .reg .b32 p0, p1, q0, q1, off, t; mov.b32 off, 0x64086408;"
+    " prmt.b32 p0, $4, 0, 0x5140; prmt.b32 p1, $4, 0, 0x7362;"
+    " lop3.b32 t, p0, 0x000F000F, 0x64006400, 0xEA; sub.f16x2 q0, t, off;"
+    " fma.rn.f16x2 $0, q0, $5, $7;"
+    " lop3.b32 t, p1, 0x000F000F, 0x64006400, 0xEA; sub.f16x2 q1, t, off;"
+    " fma.rn.f16x2 $1, q1, $6, $8;"
+    " shr.b32 p0, p0, 4; shr.b32 p1, p1, 4;"
+    " lop3.b32 t, p0, 0x000F000F, 0x64006400, 0xEA; sub.f16x2 q0, t, off;"
+    " fma.rn.f16x2 $2, q0, $5, $7;"
+    " lop3.b32 t, p1, 0x000F000F, 0x64006400, 0xEA; sub.f16x2 q1, t, off;"
+    " fma.rn.f16x2 $3, q1, $6, $8; }")
+
+
 @triton.jit
-def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
-               M, N, K, row_bytes, n_chunks,
+def _int4_to_half(wb, s, z, dt: tl.constexpr, USE_ASM: tl.constexpr):
+    """Packed int4 bytes (BN, T) → (lo, hi) weights q·s + z in the 16-bit activation dtype `dt`.
+
+    Two codes per lane pair: a PRMT spreads two bytes into the halves of a 32-bit register, one
+    LOP3 keeps a nibble and ORs in the exponent of 128 (bf16) / 1024 (fp16), so each half is the
+    float 128 + u (1024 + u) exactly; one packed FMA subtracts 128 + 8 (exact: integers this small
+    are representable) and a second computes q·s + z with a single rounding, the same value the
+    fp32 path rounds to (q·s is exact in fp32). ≈ 2 instructions per weight instead of ≈ 6.
+    `s`, `z` are (BN, T) tensors in `dt` (a row's group scale/zero broadcast along the tile)."""
+    if USE_ASM:
+        if dt == tl.bfloat16:
+            lo, hi = tl.inline_asm_elementwise(_INT4_BF16, "=r,=r,=r,=r,r,r,r,r,r", [wb, s, z],
+                                               dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+        else:
+            lo, hi = tl.inline_asm_elementwise(_INT4_F16, "=r,=r,=r,=r,r,r,r,r,r", [wb, s, z],
+                                               dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+    else:  # the same values in plain ops (TRITON_INTERPRET has no inline PTX)
+        b = wb.to(tl.int32) & 0xFF
+        sf = s.to(tl.float32)
+        zf = z.to(tl.float32)
+        lo = (((b & 0xF) - 8).to(tl.float32) * sf + zf).to(dt)
+        hi = (((b >> 4) - 8).to(tl.float32) * sf + zf).to(dt)
+    return lo, hi
+
+
+@triton.jit
+def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
+               M, N, K, row_bytes, n_chunks, chunks_per_split,
                stride_xm, stride_wn, stride_sn, stride_om,
                BITS: tl.constexpr, GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, CH: tl.constexpr, GROUP_N: tl.constexpr,
-               STAGES: tl.constexpr):
+               STAGES: tl.constexpr, SPLIT_K: tl.constexpr, HALF_CVT: tl.constexpr, USE_ASM: tl.constexpr):
+    """Tensor-core path: a (BN, CH chunks) weight tile is dequantised in registers to the activation
+    dtype and fed to `tl.dot` as the left operand (out_tᵀ = W · xᵀ, "swap AB": the weight rows fill
+    the MMA's M side however few tokens there are), fp32 accumulation. SPLIT_K > 1 splits the
+    chunks over a second grid axis (skinny M leaves too few column tiles to fill the GPU) and
+    reduces in-kernel like the GEMV kernels. HALF_CVT (int4, bf16/fp16 activations): codes become
+    half-precision weights with packed instructions (`_int4_to_half`) instead of fp32 arithmetic."""
     KC: tl.constexpr = 32 if BITS == 8 else 64
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     num_m = tl.cdiv(M, BM)
     num_n = tl.cdiv(N, BN)
     # Grouped ordering: GROUP_N column tiles share the same activation rows while they sit in L2.
@@ -361,21 +424,58 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
     acc = tl.zeros((BN, BM), dtype=tl.float32)  # transposed output tile: W·xᵀ ("swap AB")
     xsum = tl.zeros((BM,), dtype=tl.float32)
     xm = x_ptr + offs_m[:, None] * stride_xm
-    for c0 in tl.range(0, n_chunks, CH, num_stages=STAGES):
-        lo, hi, k_lo, k_hi, valid = _load_tile(w_ptr, offs_n, mask_n, stride_wn, c0, n_chunks, row_bytes, BITS, CH)
-        a_lo = tl.load(xm + k_lo[None, :], mask=mask_m[:, None] & (valid & (k_lo < K))[None, :], other=0.0)
-        if GS > 0:
-            lo = _scale_tile(lo, s_ptr, z_ptr, offs_n, mask_n, stride_sn, c0 * KC, GS, HAS_ZERO)
-        acc = tl.dot(lo.to(dt), tl.trans(a_lo), acc)
-        if BITS == 4:
-            a_hi = tl.load(xm + k_hi[None, :], mask=mask_m[:, None] & (valid & (k_hi < K))[None, :], other=0.0)
+    c_begin = pid_k * chunks_per_split
+    c_end = tl.minimum(c_begin + chunks_per_split, n_chunks)
+    for it in tl.range(0, chunks_per_split, CH, num_stages=STAGES):  # the last split may run past c_end: masked
+        c0 = c_begin + it
+        if HALF_CVT:
+            offs_b = tl.arange(0, CH * 32)
+            byte_idx = c0 * 32 + offs_b
+            valid = (c0 + offs_b // 32 < c_end) & (byte_idx < row_bytes)
+            wb = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + byte_idx[None, :],
+                         mask=mask_n[:, None] & valid[None, :], other=0)
+            k_lo = c0 * 64 + (offs_b // 32) * 64 + offs_b % 32
+            k_hi = k_lo + 32
+            if GS > 0:  # one group per tile half (configs guarantee CH·64 <= GS, or GS = 32 and CH = 1)
+                g = (c0 * KC) // GS
+                s_lo = tl.load(s_ptr + offs_n * stride_sn + g, mask=mask_n, other=0.0).to(dt)
+                s_hi = tl.load(s_ptr + offs_n * stride_sn + (c0 * KC + 32) // GS, mask=mask_n, other=0.0).to(dt)
+                if HAS_ZERO:
+                    z_lo = tl.load(z_ptr + offs_n * stride_sn + g, mask=mask_n, other=0.0).to(dt)
+                    z_hi = tl.load(z_ptr + offs_n * stride_sn + (c0 * KC + 32) // GS, mask=mask_n, other=0.0).to(dt)
+                else:
+                    z_lo = tl.zeros((BN,), dtype=dt)
+                    z_hi = z_lo
+            else:  # per-channel: plain codes here, scale and zero once at the end
+                s_lo = tl.full((BN,), 1.0, dtype=dt)
+                s_hi = s_lo
+                z_lo = tl.zeros((BN,), dtype=dt)
+                z_hi = z_lo
+            if GS == 32:  # the two halves of a chunk are two groups: convert each with its own
+                lo, _ = _int4_to_half(wb, tl.broadcast_to(s_lo[:, None], (BN, CH * 32)),
+                                      tl.broadcast_to(z_lo[:, None], (BN, CH * 32)), dt, USE_ASM)
+                _, hi = _int4_to_half(wb, tl.broadcast_to(s_hi[:, None], (BN, CH * 32)),
+                                      tl.broadcast_to(z_hi[:, None], (BN, CH * 32)), dt, USE_ASM)
+            else:
+                lo, hi = _int4_to_half(wb, tl.broadcast_to(s_lo[:, None], (BN, CH * 32)),
+                                       tl.broadcast_to(z_lo[:, None], (BN, CH * 32)), dt, USE_ASM)
+        else:
+            lo, hi, k_lo, k_hi, valid = _load_tile(w_ptr, offs_n, mask_n, stride_wn, c0, c_end, row_bytes, BITS, CH)
             if GS > 0:
-                hi = _scale_tile(hi, s_ptr, z_ptr, offs_n, mask_n, stride_sn, c0 * KC + 32, GS, HAS_ZERO)
-            acc = tl.dot(hi.to(dt), tl.trans(a_hi), acc)
-            if GS == 0 and HAS_ZERO:
-                xsum += tl.sum(a_hi.to(tl.float32), axis=1)
+                lo = _scale_tile(lo, s_ptr, z_ptr, offs_n, mask_n, stride_sn, c0 * KC, GS, HAS_ZERO)
+                if BITS == 4:
+                    hi = _scale_tile(hi, s_ptr, z_ptr, offs_n, mask_n, stride_sn, c0 * KC + 32, GS, HAS_ZERO)
+            lo = lo.to(dt)
+            hi = hi.to(dt)
+        a_lo = tl.load(xm + k_lo[None, :], mask=mask_m[:, None] & (valid & (k_lo < K))[None, :], other=0.0)
+        acc = tl.dot(lo, tl.trans(a_lo), acc)
         if GS == 0 and HAS_ZERO:
             xsum += tl.sum(a_lo.to(tl.float32), axis=1)
+        if BITS == 4:
+            a_hi = tl.load(xm + k_hi[None, :], mask=mask_m[:, None] & (valid & (k_hi < K))[None, :], other=0.0)
+            acc = tl.dot(hi, tl.trans(a_hi), acc)
+            if GS == 0 and HAS_ZERO:
+                xsum += tl.sum(a_hi.to(tl.float32), axis=1)
     if GS == 0:
         s = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
         acc = acc * s[:, None]
@@ -383,9 +483,14 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr,
             z = tl.load(z_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
             acc += z[:, None] * xsum[None, :]
     if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-    optr = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
-    tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_m[None, :])
+        bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        acc += (tl.where(pid_k == 0, 1.0, 0.0) * bias)[:, None]
+    if SPLIT_K == 1:
+        optr = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
+        tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_m[None, :])
+    else:
+        _store_tile(tl.trans(acc), out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, mask_m, mask_n, pid_m * num_n + pid_n,
+                    pid_k, M, N, stride_om, BM, BN, SPLIT_K)
 
 
 # --- host side ------------------------------------------------------------------------------
@@ -421,8 +526,9 @@ GEMV1_M1 = [(32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4), (128, 4, 1, 4)]
 
 def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> list[tuple]:
     """Candidate configs for an M bucket: ("gemv1", (BN, CH, ITERS, warps)), ("gemv", (BN, CH, SPLIT_K, warps, stages)) and
-    ("mm", (BM, BN, CH, warps, stages)). A weight tile is BN rows × CH·32 bytes; with groups,
-    CH is capped so that a tile half never straddles two groups (one scale per row and tile)."""
+    ("mm", (BM, BN, CH, warps, stages, SPLIT_K, HALF_CVT)). A weight tile is BN rows × CH·32 bytes; with groups,
+    CH is capped so that a tile half never straddles two groups (one scale per row and tile). HALF_CVT
+    (packed int4 → bf16/fp16 conversion) only exists for int4; SPLIT_K is an upper bound (see `_launch`)."""
     kc = 32 if bits == 8 else 64
     max_ch = 8 if not group_size else max(1, group_size // kc)
 
@@ -431,6 +537,8 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
             return (kind, tuple(c))
         c = list(c)
         c[1 if kind == "gemv" else 2] = min(c[1 if kind == "gemv" else 2], max_ch)
+        if kind == "mm" and bits != 4:
+            c[6] = 0
         return (kind, tuple(c))
 
     if m_bucket == 1:
@@ -440,13 +548,22 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
                                        (64, 4, 8, 4, 3)]]
     elif m_bucket <= 4:  # gemv1 measured 1.0-1.6x slower than these at M = 4
         cands = [("gemv", c) for c in [(16, 4, 1, 4, 3), (32, 2, 1, 4, 3), (16, 4, 2, 4, 3)]]
-        cands += [("mm", (16, 64, 2, 4, 4)), ("mm", (16, 128, 2, 4, 3))]
-    elif m_bucket <= 16:
-        cands = [("mm", c) for c in [(16, 64, 2, 4, 4), (16, 128, 2, 4, 3), (16, 64, 4, 4, 3)]]
+        cands += [("mm", c) for c in [(16, 64, 2, 4, 4, 1, 0), (16, 128, 2, 4, 3, 1, 0), (16, 64, 2, 4, 4, 4, 1),
+                                      (16, 64, 4, 4, 3, 4, 1)]]
+    elif m_bucket <= 16:  # few column tiles: split K to fill the SMs
+        cands = [("mm", c) for c in [(16, 64, 2, 4, 4, 1, 0), (16, 128, 2, 4, 3, 1, 0), (16, 64, 4, 4, 3, 1, 0),
+                                     (16, 64, 2, 4, 4, 4, 0), (16, 64, 2, 4, 4, 1, 1), (16, 64, 2, 4, 4, 2, 1),
+                                     (16, 64, 2, 4, 4, 4, 1), (16, 64, 4, 4, 3, 4, 1), (16, 128, 2, 4, 3, 4, 1)]]
     elif m_bucket <= 64:
-        cands = [("mm", c) for c in [(m_bucket, 64, 2, 4, 3), (m_bucket, 128, 2, 4, 3), (m_bucket, 128, 2, 8, 3)]]
+        cands = [("mm", c) for c in [(m_bucket, 64, 2, 4, 3, 1, 0), (m_bucket, 128, 2, 4, 3, 1, 0),
+                                     (m_bucket, 128, 2, 8, 3, 1, 0), (m_bucket, 64, 2, 4, 3, 2, 0),
+                                     (m_bucket, 64, 2, 4, 3, 1, 1), (m_bucket, 64, 2, 4, 3, 2, 1),
+                                     (m_bucket, 64, 2, 4, 3, 4, 1), (m_bucket, 128, 2, 8, 3, 2, 1)]]
     else:
-        cands = [("mm", c) for c in [(128, 64, 2, 4, 4), (256, 128, 2, 8, 3), (128, 128, 2, 8, 3), (64, 128, 2, 4, 3)]]
+        cands = [("mm", c) for c in [(128, 64, 2, 4, 4, 1, 0), (256, 128, 2, 8, 3, 1, 0), (128, 128, 2, 8, 3, 1, 0),
+                                     (64, 128, 2, 4, 3, 1, 0), (256, 64, 2, 4, 3, 1, 0), (128, 64, 2, 4, 4, 1, 1),
+                                     (256, 128, 2, 8, 3, 1, 1), (256, 64, 2, 4, 3, 1, 1), (128, 128, 2, 8, 3, 1, 1),
+                                     (256, 128, 2, 8, 3, 2, 1)]]
     out = []
     for kind, c in cands:
         kc_cfg = cap(kind, c)
@@ -509,11 +626,17 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
                            M_PAD=_m_bucket(m), BN=bn, CH=ch, SPLIT_K=split_k, STAGES=stages, num_warps=warps,
                            **common)
     else:
-        bm, bn, ch, warps, stages = cfg
-        grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-        _mm_kernel[grid](x, wq, scale, z, b, out, m, n, in_features, row_bytes, n_chunks,
-                         x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
-                         BM=bm, BN=bn, CH=ch, GROUP_N=8, STAGES=stages, num_warps=warps, **common)
+        bm, bn, ch, warps, stages, split_k, half = cfg
+        half = bool(half) and bits == 4 and x.dtype in (torch.bfloat16, torch.float16)
+        cps = -(-n_chunks // split_k)
+        cps = -(-cps // ch) * ch
+        split_k = -(-n_chunks // cps)
+        tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+        ws, locks = _split_workspace(out.device, split_k, m, n, tiles) if split_k > 1 else (out, out)
+        _mm_kernel[(tiles, split_k)](x, wq, scale, z, b, out, ws, locks, m, n, in_features, row_bytes, n_chunks, cps,
+                                     x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
+                                     BM=bm, BN=bn, CH=ch, GROUP_N=8, STAGES=stages, SPLIT_K=split_k, HALF_CVT=half,
+                                     USE_ASM=not _INTERPRET, num_warps=warps, **common)
     return out
 
 
@@ -547,8 +670,10 @@ def _pick(x, wq, scale, zero, bias, bits, gs, in_features, out) -> tuple:
     # few-µs kernel), with a 64 MiB write before every launch so the weights come from HBM.
     flush = torch.empty(2**24, dtype=torch.int32, device=x.device)
     best, best_ms = cands[0], float("inf")
+    log = TUNE_LOG.setdefault(key, [])
     for kind, cfg in cands:
         ms = _graph_ms(lambda: _launch(kind, cfg, x, wq, scale, zero, bias, bits, gs, in_features, out), flush)
+        log.append((kind, cfg, ms))
         if ms < best_ms:
             best, best_ms = (kind, cfg), ms
     _BEST[key] = best

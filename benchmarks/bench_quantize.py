@@ -139,30 +139,33 @@ def _torchao_copies(lin: nn.Linear, device: str, copies: int) -> dict:
     return out
 
 
-def _kernel_pick(variant: str, m: int, n: int, k: int) -> str | None:
-    """The tuner's choice for our kernels on this shape (which kernel and block sizes won)."""
+def _tuner_entry(table: dict, variant: str, m: int, n: int, k: int):
+    """The entry of one of the tuner's tables (`_BEST`, `TUNE_LOG`) for our kernel on this shape."""
     if not variant.startswith("ours"):
         return None
     from paretoml.infer import _triton
 
     bits = 8 if "int8" in variant else 4
-    for key, pick in _triton._BEST.items():
+    for key, value in table.items():
         if key[:4] == (_triton._m_bucket(m), n, k, bits):
-            return f"{pick[0]}{pick[1]}"
+            return value
     return None
+
+
+def _kernel_pick(variant: str, m: int, n: int, k: int) -> str | None:
+    """The tuner's choice for our kernels on this shape (which kernel and block sizes won)."""
+    from paretoml.infer import _triton
+
+    pick = _tuner_entry(_triton._BEST, variant, m, n, k)
+    return None if pick is None else f"{pick[0]}{pick[1]}"
 
 
 def _tuner_us(variant: str, m: int, n: int, k: int) -> dict | None:
     """The tuner's measurement of every candidate on this shape: µs per call, each including a 64 MiB L2 flush."""
-    if not variant.startswith("ours"):
-        return None
     from paretoml.infer import _triton
 
-    bits = 8 if "int8" in variant else 4
-    for key, log in _triton.TUNE_LOG.items():
-        if key[:4] == (_triton._m_bucket(m), n, k, bits):
-            return {f"{kind}{cfg}": round(ms * 1e3 / 8, 2) for kind, cfg, ms in log}
-    return None
+    log = _tuner_entry(_triton.TUNE_LOG, variant, m, n, k)
+    return None if log is None else {f"{kind}{cfg}": round(ms * 1e3 / 8, 2) for kind, cfg, ms in log}
 
 
 def run_kernels(device: str, tiny: bool, rounds: int, ms_arg: list[int] | None = None, on_shape=None) -> list[Point]:

@@ -510,3 +510,25 @@ for p in "$@"; do : > "${{p}}_1.0_all.deb"; done
     assert calls.read_text().splitlines() == ["c missing d", "c", "missing", "d"]
     assert sorted(p.name for p in debs.glob("*.deb")) == ["a_1.0_all.deb", "b_1.0_all.deb", "c_1.0_all.deb",
                                                           "d_1.0_all.deb", "have_2.0_all.deb"]
+
+
+def test_bench_new_projects_subset_only_holds_session3_projects(tmp_path, load_bench):
+    from paretoml.filetype.corpus import MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES
+
+    bench = load_bench("bench_filetype")
+    new_deb, new_npm, old_npm = MORE_DEBIAN_PACKAGES[0], MORE_NPM_PACKAGES[0], NPM_PACKAGES[0]
+    shared = "jquery"  # npm jquery (a session-2 list) and Debian libjs-jquery: one project, not new
+    assert "jquery" not in MORE_NPM_PACKAGES and "libjs-jquery" not in MORE_DEBIAN_PACKAGES
+    rows = [{"path": "/a", "label": "c", "source": f"debs:{new_deb}", "split": "test"},
+            {"path": "/b", "label": "c", "source": f"debs:{new_deb}", "split": "train"},
+            {"path": "/c", "label": "javascript", "source": f"npm:{new_npm.lstrip('@').replace('/', '-')}-1.2.3",
+             "split": "test"},
+            {"path": "/d", "label": "javascript", "source": f"npm:{old_npm}-1.0.0", "split": "test"},
+            {"path": "/e", "label": "javascript", "source": f"npm:{shared}-4.1.0", "split": "test"},
+            {"path": "/f", "label": "javascript", "source": "deb:libjs-jquery", "split": "test"},
+            {"path": "/g", "label": "python", "source": "py:numpy", "split": "test"}]
+    assert bench.new_units(rows) == {f"deb:{new_deb}", "js:" + new_npm.lstrip("@").replace("/", "-")}
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = bench.corpus_split(tmp_path, "test", tiny=False, new_only=True)
+    assert sorted(p for p, _ in got) == ["/a", "/c"]
+    assert len(bench.corpus_split(tmp_path, "test", tiny=False)) == 6

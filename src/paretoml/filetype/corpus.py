@@ -40,8 +40,8 @@ from paretoml.filetype.features import FeatureConfig, features_from_ends, read_e
 from paretoml.filetype.labels import KNOWLEDGE_BASE
 
 __all__ = ["CorpusConfig", "build_corpus", "extend_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES", "EXTRA_DEBIAN_PACKAGES",
-           "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "PYPI_SDISTS", "fetch_debian", "fetch_pypi",
-           "split_unit"]
+           "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "PYPI_SDISTS", "fetch_debian",
+           "fetch_pypi", "split_unit"]
 
 log = logging.getLogger(__name__)
 

@@ -532,3 +532,23 @@ def test_bench_new_projects_subset_only_holds_session3_projects(tmp_path, load_b
     got = bench.corpus_split(tmp_path, "test", tiny=False, new_only=True)
     assert sorted(p for p, _ in got) == ["/a", "/c"]
     assert len(bench.corpus_split(tmp_path, "test", tiny=False)) == 6
+
+
+def test_fetch_pypi_skips_sdists_already_there(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    from paretoml.filetype import corpus
+
+    (tmp_path / "Jinja2-3.1.6.tar.gz").write_bytes(b"")
+    (tmp_path / "sphinx_rtd_theme-2.0.0.tar.gz").write_bytes(b"")
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        if cmd[-3] == "slow":
+            raise sp.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(corpus.subprocess, "run", fake_run)
+    corpus.fetch_pypi(["jinja2", "sphinx-rtd-theme", "slow", "attrs"], tmp_path)
+    assert [c[-3] for c in calls] == ["slow", "attrs"]  # a timeout skips one sdist, not the rest
+    assert calls[1][1:] == ["-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "attrs", "-d", str(tmp_path)]

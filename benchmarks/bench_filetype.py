@@ -139,7 +139,7 @@ def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 1
 
 
 def new_units(rows) -> set[str]:
-    """Split units (projects) that only session 3's package lists bring: no row of theirs comes
+    """Split units (projects) that only session 4's package lists bring: no row of theirs comes
     from an earlier list, from this machine's installed files or from a generator, so no earlier
     model can have trained on them."""
     from paretoml.filetype.corpus import MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, split_unit
@@ -237,7 +237,7 @@ def main(argv=None):
             "corpus_test": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label),
             "oos": corpus_split(args.corpus, "oos", args.tiny, per_label=600)
                    + [x for x in corpus_split(args.corpus, "test", args.tiny) if x[1] == "unknown"],
-            # test files of projects that only the session-3 package lists bring (never in an earlier corpus)
+            # test files of projects that only the session-4 package lists bring (never in an earlier corpus)
             "corpus_test_new": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label, new_only=True)}
     ours_labels = set(tools[0].det.labels)
     magika_labels = _magika_labels() if peers_ok else set()

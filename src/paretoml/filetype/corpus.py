@@ -72,7 +72,7 @@ NPM_PACKAGES = ("typescript rxjs zod bootstrap vue handlebars sql.js @vue/runtim
 
 # Added in session 2 to the *train* split only (`extend_corpus`): more source packages for the
 # types whose training data came from one or two packages (TypeScript, JavaScript, C/C++
-# headers, YAML, reStructuredText, LaTeX, CSS/SCSS, web fonts, Markdown READMEs). Since session 3
+# headers, YAML, reStructuredText, LaTeX, CSS/SCSS, web fonts, Markdown READMEs). Since session 4
 # `corpus --fetch` fetches them for the main build, where they are split by package.
 EXTRA_DEBIAN_PACKAGES = (
     "libcurl4-doc libcjson-dev libsqlite3-dev zlib1g-dev libssl-dev libglib2.0-dev libsodium-dev "
@@ -86,7 +86,7 @@ EXTRA_NPM_PACKAGES = (
     "@fontsource/inter font-awesome bulma foundation-sites animate.css normalize.css js-yaml commander yargs"
 ).split()
 
-# Added in session 3 to the *main* build (split by package like every other package, so they reach
+# Added in session 4 to the *main* build (split by package like every other package, so they reach
 # the validation and test splits too): many more source packages for the text labels (C/C++ -dev
 # headers, node-*/golang-*/librust-*/ruby-*/php-* sources, python-*-doc Sphinx sources and HTML,
 # texlive packages, YAML-heavy packages, SQL schemas, shell scripts, CSS/JS libraries). Packages
@@ -150,7 +150,7 @@ MORE_DEBIAN_PACKAGES = (
     "texlive-lang-european texlive-lang-german texlive-latex-extra texlive-luatex texlive-metapost texlive-pictures "
     "texlive-plain-generic texlive-pstricks texlive-publishers texlive-xetex xsltproc yamllint zsh-common"
 ).split()
-# npm packages added in session 3 (main build): TypeScript/JavaScript libraries, CSS/SCSS frameworks.
+# npm packages added in session 4 (main build): TypeScript/JavaScript libraries, CSS/SCSS frameworks.
 MORE_NPM_PACKAGES = (
     "@angular/common @angular/core @angular/forms @angular/material @angular/router @apollo/client @babel/core "
     "@babel/parser @babel/traverse @effect/schema @fortawesome/fontawesome-free @ionic/core @material/button "
@@ -172,7 +172,7 @@ MORE_NPM_PACKAGES = (
 ).split()
 
 # PyPI source distributions (reStructuredText docs, Python sources, pyproject TOML) for the main
-# build since session 3, fetched with `fetch_pypi` (`corpus --fetch --pypi DIR`). Only pure-Python
+# build since session 4, fetched with `fetch_pypi` (`corpus --fetch --pypi DIR`). Only pure-Python
 # sdists whose metadata pip can prepare quickly; version-pinned nowhere, so a later fetch differs.
 PYPI_SDISTS = (
     "alembic attrs babel celery click docutils flask invoke itsdangerous jinja2 kombu networkx paramiko pluggy "
@@ -254,7 +254,7 @@ class CorpusConfig:
         seed: shuffling and split seed.
         generate: also write files with real encoders (needs time and the tools).
         balance_sources: fill each label's cap taking one file per source package in turn
-            (session 3); False samples the label's candidates uniformly (sessions 1-2).
+            (session 4); False samples the label's candidates uniformly (sessions 1-3).
     """
 
     max_per_label: int = 1500

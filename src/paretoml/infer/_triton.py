@@ -560,7 +560,7 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
     elif m_bucket <= 4:  # gemv1 measured 1.0-1.6x slower than these at M = 4
         cands = [("gemv", c) for c in [(16, 4, 1, 4, 3), (32, 2, 1, 4, 3), (16, 4, 2, 4, 3)]]
         cands += [("mm", c) for c in [(16, 64, 4, 4, 3, 4, 1, 1), (16, 64, 2, 4, 4, 4, 1, 1)]]
-    # mm: the H100 run of session 5 (tuner times in benchmarks/results/quantize_gpu.jsonl) put
+    # mm: the H100 run of session 4 (tuner times in benchmarks/results/quantize_gpu.jsonl) put
     # split-K first for M <= 64 (1.3-1.9x over no split), the packed int4 conversion ahead by
     # 0-10%; each list starts with the config that won most often (the default without tuning).
     elif m_bucket <= 16:  # few column tiles: split K to fill the SMs

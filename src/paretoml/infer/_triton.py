@@ -397,8 +397,7 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                stride_xm, stride_wn, stride_sn, stride_om,
                BITS: tl.constexpr, GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, CH: tl.constexpr, GROUP_N: tl.constexpr,
-               STAGES: tl.constexpr, SPLIT_K: tl.constexpr, HALF_CVT: tl.constexpr, SWAP: tl.constexpr,
-               USE_ASM: tl.constexpr):
+               STAGES: tl.constexpr, SPLIT_K: tl.constexpr, HALF_CVT: tl.constexpr, USE_ASM: tl.constexpr):
     """Tensor-core path: a (BN, CH chunks) weight tile is dequantised in registers to the activation
     dtype and fed to `tl.dot` as the left operand (out_tᵀ = W · xᵀ, "swap AB": the weight rows fill
     the MMA's M side however few tokens there are), fp32 accumulation. SPLIT_K > 1 splits the
@@ -423,7 +422,6 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
     mask_n = offs_n < N
     dt = x_ptr.dtype.element_ty
     acc = tl.zeros((BN, BM), dtype=tl.float32)  # transposed output tile: W·xᵀ ("swap AB")
-    acc_t = tl.zeros((BM, BN), dtype=tl.float32)  # SWAP = False: x·Wᵀ, both operands through shared memory
     xsum = tl.zeros((BM,), dtype=tl.float32)
     xm = x_ptr + offs_m[:, None] * stride_xm
     c_begin = pid_k * chunks_per_split
@@ -470,22 +468,14 @@ def _mm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
             lo = lo.to(dt)
             hi = hi.to(dt)
         a_lo = tl.load(xm + k_lo[None, :], mask=mask_m[:, None] & (valid & (k_lo < K))[None, :], other=0.0)
-        if SWAP:
-            acc = tl.dot(lo, tl.trans(a_lo), acc)
-        else:
-            acc_t = tl.dot(a_lo, tl.trans(lo), acc_t)
+        acc = tl.dot(lo, tl.trans(a_lo), acc)
         if GS == 0 and HAS_ZERO:
             xsum += tl.sum(a_lo.to(tl.float32), axis=1)
         if BITS == 4:
             a_hi = tl.load(xm + k_hi[None, :], mask=mask_m[:, None] & (valid & (k_hi < K))[None, :], other=0.0)
-            if SWAP:
-                acc = tl.dot(hi, tl.trans(a_hi), acc)
-            else:
-                acc_t = tl.dot(a_hi, tl.trans(hi), acc_t)
+            acc = tl.dot(hi, tl.trans(a_hi), acc)
             if GS == 0 and HAS_ZERO:
                 xsum += tl.sum(a_hi.to(tl.float32), axis=1)
-    if not SWAP:
-        acc = tl.trans(acc_t)
     if GS == 0:
         s = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
         acc = acc * s[:, None]
@@ -536,10 +526,9 @@ GEMV1_M1 = [(32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4), (128, 4, 1, 4)]
 
 def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> list[tuple]:
     """Candidate configs for an M bucket: ("gemv1", (BN, CH, ITERS, warps)), ("gemv", (BN, CH, SPLIT_K, warps, stages)) and
-    ("mm", (BM, BN, CH, warps, stages, SPLIT_K, HALF_CVT, SWAP)). A weight tile is BN rows × CH·32 bytes; with
+    ("mm", (BM, BN, CH, warps, stages, SPLIT_K, HALF_CVT)). A weight tile is BN rows × CH·32 bytes; with
     groups, CH is capped so that a tile half never straddles two groups (one scale per row and tile). HALF_CVT
-    (packed int4 → bf16/fp16 conversion) only exists for int4; SPLIT_K is an upper bound (see `_launch`); SWAP
-    computes W·xᵀ (dequantized weights as the register operand) instead of x·Wᵀ."""
+    (packed int4 → bf16/fp16 conversion) only exists for int4; SPLIT_K is an upper bound (see `_launch`)."""
     kc = 32 if bits == 8 else 64
     max_ch = 8 if not group_size else max(1, group_size // kc)
 
@@ -559,21 +548,21 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
                                        (64, 4, 8, 4, 3)]]
     elif m_bucket <= 4:  # gemv1 measured 1.0-1.6x slower than these at M = 4
         cands = [("gemv", c) for c in [(16, 4, 1, 4, 3), (32, 2, 1, 4, 3), (16, 4, 2, 4, 3)]]
-        cands += [("mm", c) for c in [(16, 64, 4, 4, 3, 4, 1, 1), (16, 64, 2, 4, 4, 4, 1, 1)]]
+        cands += [("mm", c) for c in [(16, 64, 4, 4, 3, 4, 1), (16, 64, 2, 4, 4, 4, 1)]]
     # mm: the H100 run of session 4 (tuner times in benchmarks/results/quantize_gpu.jsonl) put
     # split-K first for M <= 64 (1.3-1.9x over no split), the packed int4 conversion ahead by
-    # 0-10%; each list starts with the config that won most often (the default without tuning).
+    # 0-10%; these lists keep that run's winners and runners-up (every one ran in its GPU tests),
+    # each starting with the config that won most often (the default without tuning).
     elif m_bucket <= 16:  # few column tiles: split K to fill the SMs
-        cands = [("mm", c) for c in [(16, 64, 4, 4, 3, 4, 1, 1), (16, 64, 2, 4, 4, 4, 1, 1), (16, 64, 2, 4, 4, 2, 1, 1),
-                                     (16, 128, 2, 4, 3, 4, 1, 1), (16, 64, 4, 4, 3, 1, 1, 1), (16, 64, 2, 4, 4, 4, 0, 1)]]
+        cands = [("mm", c) for c in [(16, 64, 4, 4, 3, 4, 1), (16, 64, 2, 4, 4, 4, 1), (16, 64, 2, 4, 4, 2, 1),
+                                     (16, 128, 2, 4, 3, 4, 1), (16, 64, 4, 4, 3, 1, 0), (16, 64, 2, 4, 4, 4, 0)]]
     elif m_bucket <= 64:
-        cands = [("mm", c) for c in [(m_bucket, 64, 2, 4, 3, 4, 1, 1), (m_bucket, 128, 2, 8, 3, 2, 1, 1),
-                                     (m_bucket, 64, 2, 4, 3, 2, 1, 1), (m_bucket, 64, 2, 4, 3, 1, 1, 1),
-                                     (m_bucket, 64, 2, 4, 3, 2, 0, 1), (m_bucket, 128, 2, 8, 3, 1, 0, 1)]]
-    else:  # the last three: x·Wᵀ (not swapped), both MMA operands from shared memory
-        cands = [("mm", c) for c in [(128, 64, 2, 4, 4, 1, 1, 1), (256, 128, 2, 8, 3, 1, 1, 1), (256, 128, 2, 8, 3, 2, 1, 1),
-                                     (128, 64, 2, 4, 4, 1, 0, 1), (256, 64, 2, 4, 3, 1, 1, 1), (128, 128, 2, 8, 3, 1, 1, 1),
-                                     (128, 128, 2, 8, 3, 1, 1, 0), (128, 256, 2, 8, 3, 1, 1, 0), (128, 64, 2, 4, 4, 1, 1, 0)]]
+        cands = [("mm", c) for c in [(m_bucket, 64, 2, 4, 3, 4, 1), (m_bucket, 128, 2, 8, 3, 2, 1),
+                                     (m_bucket, 64, 2, 4, 3, 2, 1), (m_bucket, 64, 2, 4, 3, 1, 1),
+                                     (m_bucket, 64, 2, 4, 3, 2, 0), (m_bucket, 128, 2, 8, 3, 1, 0)]]
+    else:
+        cands = [("mm", c) for c in [(128, 64, 2, 4, 4, 1, 1), (256, 128, 2, 8, 3, 1, 1), (256, 128, 2, 8, 3, 2, 1),
+                                     (128, 64, 2, 4, 4, 1, 0), (256, 64, 2, 4, 3, 1, 1), (128, 128, 2, 8, 3, 1, 1)]]
     out = []
     for kind, c in cands:
         kc_cfg = cap(kind, c)
@@ -636,7 +625,7 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
                            M_PAD=_m_bucket(m), BN=bn, CH=ch, SPLIT_K=split_k, STAGES=stages, num_warps=warps,
                            **common)
     else:
-        bm, bn, ch, warps, stages, split_k, half, swap = cfg
+        bm, bn, ch, warps, stages, split_k, half = cfg
         half = bool(half) and bits == 4 and x.dtype in (torch.bfloat16, torch.float16)
         cps = -(-n_chunks // split_k)
         cps = -(-cps // ch) * ch
@@ -645,7 +634,7 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
         ws, locks = _split_workspace(out.device, split_k, m, n, tiles) if split_k > 1 else (out, out)
         _mm_kernel[(tiles, split_k)](x, wq, scale, z, b, out, ws, locks, m, n, in_features, row_bytes, n_chunks, cps,
                                      x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
-                                     BM=bm, BN=bn, CH=ch, GROUP_N=8, STAGES=stages, SPLIT_K=split_k, HALF_CVT=half, SWAP=bool(swap),
+                                     BM=bm, BN=bn, CH=ch, GROUP_N=8, STAGES=stages, SPLIT_K=split_k, HALF_CVT=half,
                                      USE_ASM=not _INTERPRET, num_warps=warps, **common)
     return out
 

@@ -26,7 +26,9 @@ Three kernels, chosen per shape by a small measured tuner (`_pick`):
     (arrival counter), so a call is one kernel launch, not zero-fill + kernel + copy.
   * `_mm_kernel` (any M): dequantises a (BN, BK) weight tile in registers to the activation dtype
     and feeds `tl.dot` as the left operand (out_tᵀ = W · xᵀ, "swap AB" for skinny M) with fp32
-    accumulation.
+    accumulation; optionally split-K (same in-kernel fix-up as the GEMV kernels) and, for int4 with
+    bf16/fp16 activations, a packed conversion (`_int4_to_half`: PRMT + LOP3 + two packed FMAs per
+    pair of weights).
 """
 
 from __future__ import annotations

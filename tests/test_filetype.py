@@ -485,6 +485,43 @@ def test_split_unit_joins_packagings_of_one_project():
     assert {r["split"] for r in rows} == {"train", "val", "test"}
 
 
+def test_text_label_cap_and_kept_splits(tmp_path):
+    import json
+
+    from paretoml.filetype.corpus import CorpusConfig, _assign_splits, _previous_splits, label_cap, split_unit
+
+    cfg = CorpusConfig(max_per_label=1500, text_max_per_label=3000)
+    assert label_cap("yaml", cfg) == label_cap("typescript", cfg) == 3000  # text labels get the higher cap
+    assert label_cap("png", cfg) == label_cap("elf", cfg) == 1500          # binary labels stay balanced
+    assert label_cap("yaml", CorpusConfig()) == 1500                       # default: one cap for all
+    for bad in (5, 2.5, True):
+        with pytest.raises(ValueError, match="text_max_per_label"):
+            CorpusConfig(text_max_per_label=bad)
+    # an earlier manifest's projects keep their split; projects it lacks are placed as usual
+    old = []
+    for i in range(10):
+        old += [{"path": f"/p{i}/{k}.yaml", "label": "yaml", "source": f"debs:pkg{i}"} for k in range(2)]
+    _assign_splits(old, CorpusConfig(seed=1))
+    man = tmp_path / "manifest.jsonl"
+    man.write_text("".join(json.dumps(r) + "\n" for r in old))
+    before = {split_unit(r["source"]): r["split"] for r in old}
+    new = [dict(r, split=None) for r in old]
+    new += [{"path": f"/p{i}/more{k}.yaml", "label": "yaml", "source": f"debs:pkg{i}"} for i in range(10)
+            for k in range(3 * i)]                                          # uneven growth would move projects
+    new += [{"path": f"/q{i}/a.yaml", "label": "yaml", "source": f"debs:fresh{i}"} for i in range(6)]
+    _assign_splits(new, CorpusConfig(seed=1), _previous_splits(man))
+    for r in new:
+        u = split_unit(r["source"])
+        if u in before:
+            assert r["split"] == before[u]
+        else:
+            assert r["split"] in ("train", "val", "test")
+    by_unit: dict[str, set[str]] = {}
+    for r in new:
+        by_unit.setdefault(split_unit(r["source"]), set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_unit.values())
+
+
 def test_fetch_debian_one_call_then_one_by_one_when_it_fails(tmp_path, monkeypatch):
     from paretoml.filetype.corpus import fetch_debian
 

@@ -44,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="add the packages in --debs/--npm to an existing corpus's train split (val/test unchanged); "
                         "with --fetch, downloads the EXTRA_* package lists")
     c.add_argument("--max-per-label", type=int, default=1500)
+    c.add_argument("--text-max-per-label", type=int, default=None,
+                   help="cap for text labels (default: --max-per-label); binary labels keep --max-per-label")
+    c.add_argument("--keep-splits", type=Path, default=None, metavar="MANIFEST",
+                   help="an earlier corpus's manifest.jsonl: projects keep their split there (per label)")
     c.add_argument("--no-generate", action="store_true", help="skip the encoder-generated files")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_run_corpus)
@@ -176,7 +180,9 @@ def _run_corpus(args) -> int:
         added = extend_corpus(args.out_dir, debs=args.debs, npm=args.npm, pypi=args.pypi, seed=args.seed)
         print(json.dumps(added, sort_keys=True))
         return 0
-    cfg = CorpusConfig(max_per_label=args.max_per_label, generate=not args.no_generate, seed=args.seed)
+    cfg = CorpusConfig(max_per_label=args.max_per_label, generate=not args.no_generate, seed=args.seed,
+                       text_max_per_label=args.text_max_per_label,
+                       keep_splits=str(args.keep_splits) if args.keep_splits else None)
     counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm, pypi=args.pypi)
     print(json.dumps(counts, sort_keys=True))
     return 0

@@ -255,6 +255,13 @@ class CorpusConfig:
         generate: also write files with real encoders (needs time and the tools).
         balance_sources: fill each label's cap taking one file per source package in turn
             (session 4); False samples the label's candidates uniformly (sessions 1-3).
+        text_max_per_label: cap for text labels (``is_text`` in the knowledge base); None uses
+            ``max_per_label``. Raising it alone lets text labels, which have many more candidate
+            files, grow while binary labels stay at ``max_per_label`` (session 4, second round).
+        keep_splits: a previous corpus's ``manifest.jsonl``: every project (`split_unit`) keeps,
+            for each label, the split it had there, so the test split holds the same projects
+            and a model trained on the old train split stays comparable on it; projects it did
+            not hold for that label are assigned as usual. None: assign all afresh.
     """
 
     max_per_label: int = 1500
@@ -263,10 +270,15 @@ class CorpusConfig:
     seed: int = 0
     generate: bool = True
     balance_sources: bool = True
+    text_max_per_label: int | None = None
+    keep_splits: str | None = None
 
     def __post_init__(self):
         if not (isinstance(self.max_per_label, int) and 10 <= self.max_per_label <= 1_000_000):
             raise ValueError(f"CorpusConfig.max_per_label must be an int in [10, 1000000], got {self.max_per_label!r}")
+        t = self.text_max_per_label
+        if t is not None and not (isinstance(t, int) and not isinstance(t, bool) and 10 <= t <= 1_000_000):
+            raise ValueError(f"CorpusConfig.text_max_per_label must be None or an int in [10, 1000000], got {t!r}")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 < v < 0.5):
@@ -518,6 +530,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
     toks: list[np.ndarray] = []
     cap = {"oos": 4 * cfg.max_per_label, "unknown": 2 * cfg.max_per_label}
     for lab, paths in sorted(cands.items()):
+        lab_cap = cap.get(lab, label_cap(lab, cfg))
         srcs = {p: _source_of(p, out_dir, owners) for p in paths}
         if cfg.balance_sources:
             paths = _interleave_by_source(paths, srcs, rng)
@@ -525,7 +538,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             rng.shuffle(paths)
         kept = 0
         for p in paths:
-            if kept >= cap.get(lab, cfg.max_per_label):
+            if kept >= lab_cap:
                 break
             row = _load_verified(p, lab, magic, fcfg, seen)
             if row is None:
@@ -536,7 +549,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             toks.append(tokens)
             kept += 1
         log.info("%s: %d kept of %d candidates from %d sources", lab, kept, len(paths), len(set(srcs.values())))
-    _assign_splits(rows, cfg)
+    _assign_splits(rows, cfg, _previous_splits(cfg.keep_splits) if cfg.keep_splits else None)
     _write(out_dir, rows, toks)
     counts: dict[str, int] = {}
     for r in rows:
@@ -693,13 +706,36 @@ def split_unit(source: str) -> str:
     return source
 
 
-def _assign_splits(rows: list[dict], cfg: CorpusConfig) -> None:
+def label_cap(label: str, cfg: CorpusConfig) -> int:
+    """Files kept at most for `label` (not ``oos``/``unknown``, which have their own caps):
+    ``text_max_per_label`` for text labels when set, else ``max_per_label``."""
+    kb = KNOWLEDGE_BASE.get(label)
+    if cfg.text_max_per_label is not None and kb is not None and kb.is_text:
+        return cfg.text_max_per_label
+    return cfg.max_per_label
+
+
+def _previous_splits(manifest: str | Path) -> dict[tuple[str, str], str]:
+    """(label, key) -> split from an earlier manifest; key is the `split_unit` for labels split
+    by source and the path for labels split by file."""
+    prev: dict[tuple[str, str], str] = {}
+    for line in Path(manifest).read_text().splitlines():
+        if line:
+            r = json.loads(line)
+            key = r["path"] if r.get("split_by") == "file" else split_unit(r["source"])
+            prev[(r["label"], key)] = r["split"]
+    return prev
+
+
+def _assign_splits(rows: list[dict], cfg: CorpusConfig, previous: dict[tuple[str, str], str] | None = None) -> None:
     """Split each label by source package: no package lands in two splits.
 
     Sources are grouped by `split_unit` (one project, however packaged), taken largest first (ties
     in seeded random order), and each goes to the split furthest below its target share, so one
     big package cannot swallow a held-out split.
     Labels with fewer than 3 sources are split by file instead (recorded as ``split_by``).
+    `previous` ((label, unit or path) -> split, see `_previous_splits`): those groups keep that
+    split and count towards its share before the others are placed.
     """
     rng = random.Random(cfg.seed)
     by_label: dict[str, list[dict]] = {}
@@ -721,7 +757,14 @@ def _assign_splits(rows: list[dict], cfg: CorpusConfig) -> None:
         rng.shuffle(keys)
         keys.sort(key=lambda k: -len(groups[k]))
         got = dict.fromkeys(share, 0)
+        fixed = {k: previous[(lab, k)] for k in keys if previous and previous.get((lab, k)) in share}
+        for k, s in fixed.items():
+            got[s] += len(groups[k])
+            for r in groups[k]:
+                r["split"], r["split_by"] = s, by
         for k in keys:
+            if k in fixed:
+                continue
             s = max(share, key=lambda x: share[x] * len(rs) - got[x])
             got[s] += len(groups[k])
             for r in groups[k]:

@@ -589,3 +589,32 @@ def test_fetch_pypi_skips_sdists_already_there(tmp_path, monkeypatch):
     corpus.fetch_pypi(["jinja2", "sphinx-rtd-theme", "slow", "attrs"], tmp_path)
     assert [c[-3] for c in calls] == ["slow", "attrs"]  # a timeout skips one sdist, not the rest
     assert calls[1][1:] == ["-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "attrs", "-d", str(tmp_path)]
+
+
+def test_keep_splits_bad_manifest_fails_before_harvesting(tmp_path, monkeypatch):
+    from paretoml.filetype import corpus
+
+    def no_harvest(*a, **k):  # must not be reached: the check comes first
+        raise AssertionError("harvest started before the manifest was checked")
+
+    monkeypatch.setattr(corpus, "_unpack", no_harvest)
+    missing = tmp_path / "nope" / "manifest.jsonl"
+    with pytest.raises(ValueError, match=r"keep_splits: cannot read .*manifest\.jsonl"):
+        corpus.build_corpus(tmp_path / "out", corpus.CorpusConfig(keep_splits=str(missing), generate=False))
+    bad = tmp_path / "manifest.jsonl"
+    bad.write_text('{"path": "/a.py", "label": "python", "source": "py:x", "split": "train"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"line 2 is not a corpus manifest row"):
+        corpus.build_corpus(tmp_path / "out", corpus.CorpusConfig(keep_splits=str(bad), generate=False))
+    bad.write_text('{"path": "/a.py", "label": "python"}\n')  # no source / split
+    with pytest.raises(ValueError, match=r"line 1 .*KeyError"):
+        corpus.build_corpus(tmp_path / "out", corpus.CorpusConfig(keep_splits=str(bad), generate=False))
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cli_keep_splits_missing_manifest_is_one_clear_line(tmp_path, capsys):
+    from paretoml.cli import main
+
+    rc = main(["filetype", "corpus", str(tmp_path / "out"), "--no-generate",
+               "--keep-splits", str(tmp_path / "missing.jsonl")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "keep_splits: cannot read" in err and "Traceback" not in err

@@ -496,6 +496,8 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
         files per label in the corpus.
     """
     out_dir = Path(out_dir)
+    # read (and check) the earlier splits first: a bad path must not surface after minutes of harvesting
+    previous = _previous_splits(cfg.keep_splits) if cfg.keep_splits else None
     out_dir.mkdir(parents=True, exist_ok=True)
     _unpack(debs, npm, out_dir, pypi)
     if cfg.generate:
@@ -549,7 +551,7 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             toks.append(tokens)
             kept += 1
         log.info("%s: %d kept of %d candidates from %d sources", lab, kept, len(paths), len(set(srcs.values())))
-    _assign_splits(rows, cfg, _previous_splits(cfg.keep_splits) if cfg.keep_splits else None)
+    _assign_splits(rows, cfg, previous)
     _write(out_dir, rows, toks)
     counts: dict[str, int] = {}
     for r in rows:
@@ -718,12 +720,24 @@ def label_cap(label: str, cfg: CorpusConfig) -> int:
 def _previous_splits(manifest: str | Path) -> dict[tuple[str, str], str]:
     """(label, key) -> split from an earlier manifest; key is the `split_unit` for labels split
     by source and the path for labels split by file."""
+    manifest = Path(manifest)
+    try:
+        text = manifest.read_text()
+    except OSError as e:
+        raise ValueError(f"keep_splits: cannot read {manifest} ({e.strerror or e}); expected an earlier corpus's "
+                         "manifest.jsonl (OUT_DIR/manifest.jsonl of `paretoml filetype corpus`)") from None
     prev: dict[tuple[str, str], str] = {}
-    for line in Path(manifest).read_text().splitlines():
-        if line:
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             r = json.loads(line)
             key = r["path"] if r.get("split_by") == "file" else split_unit(r["source"])
             prev[(r["label"], key)] = r["split"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"keep_splits: {manifest} line {i} is not a corpus manifest row (a JSON object with "
+                             f"path, label, source and split): {type(e).__name__}: {e}; pass the manifest.jsonl "
+                             "that `paretoml filetype corpus` wrote") from None
     return prev
 
 

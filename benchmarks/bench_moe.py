@@ -152,12 +152,17 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
             variants["naive_loop"] = (lambda: _naive_loop(x, moe.gate, moe.w_up, moe.w_down, k), mp, True)
         for be in (("grouped", "padded") if device.startswith("cuda") else ("padded", "loop")):
             def run(be=be):
-                moe.backend, moe.check_finite = be, True
+                moe.backend, moe.check_finite, moe.dispatch = be, True, "auto"
                 return moe(x).out
             variants[f"paretoml_{be}"] = (run, mp, False)
+        if device.startswith("cuda"):  # the session-1/2 dispatch (torch gathers), same layer and weights
+            def run_torch_dispatch():
+                moe.backend, moe.check_finite, moe.dispatch = "auto", True, "torch"
+                return moe(x).out
+            variants["paretoml_grouped_torchdispatch"] = (run_torch_dispatch, mp, False)
 
         def run_nocheck():
-            moe.backend, moe.check_finite = "auto", False
+            moe.backend, moe.check_finite, moe.dispatch = "auto", False, "auto"
             return moe(x).out
         variants["paretoml_auto_nocheck"] = (run_nocheck, mp, False)
         def run_cf():
@@ -167,11 +172,13 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
         if device.startswith("cuda") and os.environ.get("MOE_BENCH_GRAPHS"):
             # whole fwd+bwd steps as CUDA graphs, for the layers without host syncs: what a
             # launch-bound step gains, for ours and for the dense baseline alike
-            def run_graph_nocheck():
-                moe.backend, moe.check_finite = "auto", False
+            def run_graph_nocheck(dispatch="auto"):
+                moe.backend, moe.check_finite, moe.dispatch = "auto", False, dispatch
                 return moe(x).out
             for name, fn, params in (("dense_active_graphed", lambda: _dense(x, w1, w2), [w1, w2]),
-                                     ("paretoml_auto_nocheck_graphed", run_graph_nocheck, mp)):
+                                     ("paretoml_auto_nocheck_graphed", run_graph_nocheck, mp),
+                                     ("paretoml_torchdispatch_nocheck_graphed",
+                                      lambda: run_graph_nocheck("torch"), mp)):
                 try:
                     variants[name] = (_graphed(fn, x, params), params, name.startswith("dense"))
                 except Exception as e:  # noqa: BLE001 - a build that cannot capture: record, keep going
@@ -225,10 +232,12 @@ def _profile(variants, x, device, path, label):
     from torch.profiler import ProfilerActivity, profile
 
     gout = torch.randn_like(x)
-    for name in ("plain_sort_grouped_mm", "paretoml_grouped"):
-        fn = variants[name][0]
+    for name in ("dense_active", "plain_sort_grouped_mm", "paretoml_grouped", "paretoml_grouped_torchdispatch"):
+        fn, params, _ = variants[name]
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
+                for p in params + [x]:  # as in the timed steps: no gradient accumulation kernels
+                    p.grad = None
                 fn().backward(gout)
             torch.cuda.synchronize()
         with open(path, "a") as f:

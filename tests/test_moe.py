@@ -329,6 +329,31 @@ def test_moe_constructor_rejects_bad_arguments():
         MoE(8, 16, 2, backend="cuda")
     with pytest.raises(ValueError, match="balance_weight"):
         MoE(8, 16, 2, balance_weight=-1.0)
+    with pytest.raises(ValueError, match="dispatch must be one of"):
+        MoE(8, 16, 2, dispatch="triton")
+
+
+def test_fused_dispatch_refuses_what_it_cannot_run():
+    """dispatch='fused' is a promise: without CUDA (or triton), or with a router it does not
+    cover, the layer says what is missing instead of silently taking the torch path."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the Triton interpreter runs the fused path on the CPU")
+    x = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="dispatch='fused' needs a non-empty CUDA"):
+        MoE(8, 16, 2, TopKRouter(k=1), dispatch="fused")(x)
+    with pytest.raises(ValueError, match="dispatch='fused' needs a TopKRouter"):
+        MoE(8, 16, 2, ExpertChoiceRouter(), dispatch="fused")(x)
+    jitter = MoE(8, 16, 2, TopKRouter(k=1, jitter=0.1), dispatch="fused").train()
+    with pytest.raises(ValueError, match="without jitter in training"):
+        jitter(x)
+    # 'auto' falls back quietly on the CPU: same numbers as 'torch'
+    torch.manual_seed(0)
+    m = MoE(8, 16, 4, TopKRouter(k=2))
+    a = m(x).out
+    m.dispatch = "torch"
+    torch.testing.assert_close(m(x).out, a, rtol=0, atol=0)
 
 
 def test_forward_rejects_bad_input():

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 _BACKENDS = ("auto", "grouped", "padded", "loop")
+_DISPATCH = ("auto", "fused", "torch")
 
 
 # --- routers: frozen rules; the learned gate lives in `MoE` ---------------------------------
@@ -207,6 +209,7 @@ class _Plan:
     dropped_tokens: torch.Tensor
     dropped_assignments: torch.Tensor
     gate: torch.Tensor | None = None  # (T, k) gate of each choice (token-choice rules)
+    expert: torch.Tensor | None = None  # (T, k) expert of each choice (token-choice rules)
 
 
 def _capacity(factor: float, tokens: int, k: int, experts: int) -> int:
@@ -244,7 +247,7 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
         slots = torch.empty(T * k, dtype=torch.long, device=dev)
         slots[order] = torch.arange(T * k, device=dev)
         zero = torch.zeros((), dtype=torch.long, device=dev)
-        return _Plan(order // k, gate.reshape(-1)[order], counts, slots.view(T, k), order, zero, zero, gate)
+        return _Plan(order // k, gate.reshape(-1)[order], counts, slots.view(T, k), order, zero, zero, gate, expert)
     # priority order of the T*k assignments: choice-major, then token order (or BPR rank)
     tok = torch.arange(T, device=dev) if priority is None else torch.argsort(priority, descending=True, stable=True)
     prio = (tok[None, :] * k + torch.arange(k, device=dev)[:, None]).reshape(-1)  # (k*T,) flat ids
@@ -262,7 +265,8 @@ def _token_choice_plan(gate: torch.Tensor, expert: torch.Tensor, num_experts: in
     slots[order] = torch.arange(order.numel(), device=dev)
     slots = slots.view(T, k)
     dropped_tokens = (slots < 0).all(-1).sum()
-    return _Plan(order // k, gate.reshape(-1)[order], counts, slots, order, dropped_tokens, (~keep).sum(), gate)
+    return _Plan(order // k, gate.reshape(-1)[order], counts, slots, order, dropped_tokens, (~keep).sum(), gate,
+                 expert)
 
 
 def _expert_choice_plan(probs: torch.Tensor, capacity_factor: float) -> _Plan:
@@ -340,6 +344,14 @@ class MoE(nn.Module):
         backend: expert matmul path: ``"auto"`` (grouped matmul on CUDA bf16 when available,
             else padded batched matmul), ``"grouped"``, ``"padded"``, or ``"loop"`` (one matmul
             per expert, the naive reference).
+        dispatch: router and data movement around the expert matmuls: ``"auto"`` (fused Triton
+            kernels for token-choice routers on CUDA when Triton is installed, else torch),
+            ``"fused"`` (require them) or ``"torch"`` (gathers and torch ops; any device).
+            The fused path computes the router logits in fp32 from the bf16/fp16 input without
+            an fp32 copy, scatters each token to its k rows in one pass, combines the k rows
+            with fp32 accumulation, and in backward fuses the router's input gradient into the
+            dispatch gradient (`_moe_triton`). Expert choice, task routing and router jitter
+            always use the torch path.
         check_finite: raise on NaN/inf router logits. On CUDA this reads one flag back from
             the device per call (a sync); turn it off for the last few percent of throughput.
         device, dtype: where and in which dtype to create the expert weights (the router
@@ -350,7 +362,7 @@ class MoE(nn.Module):
 
     def __init__(self, d_model: int, d_hidden: int, num_experts: int, router: Router = TopKRouter(), *,
                  balance_weight: float = 1e-2, z_loss_weight: float = 1e-3, backend: str = "auto",
-                 check_finite: bool = True, process_group=None, device=None, dtype=None):
+                 dispatch: str = "auto", check_finite: bool = True, process_group=None, device=None, dtype=None):
         super().__init__()
         for name, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -363,6 +375,8 @@ class MoE(nn.Module):
             raise ValueError(f"MoE: router k={k} exceeds num_experts={num_experts}; use k <= num_experts")
         if backend not in _BACKENDS:
             raise ValueError(f"MoE: backend must be one of {_BACKENDS}, got {backend!r}")
+        if dispatch not in _DISPATCH:
+            raise ValueError(f"MoE: dispatch must be one of {_DISPATCH}, got {dispatch!r}")
         for name, v in (("balance_weight", balance_weight), ("z_loss_weight", z_loss_weight)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"MoE: {name} must be a finite number >= 0, got {v!r}")
@@ -370,6 +384,7 @@ class MoE(nn.Module):
         self.router = router
         self.balance_weight, self.z_loss_weight = float(balance_weight), float(z_loss_weight)
         self.backend = backend
+        self.dispatch = dispatch
         self.check_finite = bool(check_finite)
         self.process_group = process_group
         world, rank = 1, 0
@@ -394,13 +409,12 @@ class MoE(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_hidden={self.d_hidden}, num_experts={self.num_experts}, "
-                f"router={self.router}, backend={self.backend!r}")
+                f"router={self.router}, backend={self.backend!r}, dispatch={self.dispatch!r}")
 
     # -- routing --------------------------------------------------------------------------
     def _route(self, x: torch.Tensor, task_ids: torch.Tensor | None):
         """x (T, d) → plan, router logits (T, E) in fp32, probs (T, E)."""
         r = self.router
-        T = x.shape[0]
         if isinstance(r, TaskRouter):
             logits = self.gate.to(torch.promote_types(x.dtype, torch.float32))[task_ids]  # (T, E): a row per task
         else:
@@ -408,25 +422,69 @@ class MoE(nn.Module):
             if isinstance(r, TopKRouter) and r.jitter > 0 and self.training:
                 xr = xr * torch.empty_like(xr).uniform_(1.0 - r.jitter, 1.0 + r.jitter)
             logits = F.linear(xr, self.gate.to(xr.dtype))
+        probs = logits.softmax(-1)
+        return self._plan(logits, probs), logits, probs
+
+    def _check_logits(self, logits: torch.Tensor) -> None:
         if self.check_finite and not bool(torch.isfinite(logits).all()):
             raise ValueError("MoE: router logits are not finite (NaN or inf); check the layer input for "
                              "NaN/inf and lower the learning rate or add normalisation before the MoE")
-        probs = logits.softmax(-1)
-        E = self.num_experts
+
+    def _plan(self, logits: torch.Tensor, probs: torch.Tensor) -> _Plan:
+        """Which rows go to which expert with which gate, from the router's logits (T, E)."""
+        self._check_logits(logits)
+        r = self.router
+        T, E = probs.shape
         if isinstance(r, ExpertChoiceRouter):
             if self.training or r.eval_mode == "batch":
-                return _expert_choice_plan(probs, r.capacity_factor), logits, probs
+                return _expert_choice_plan(probs, r.capacity_factor)
             k = min(E, max(1, round(r.capacity_factor)))
             gate, expert = probs.topk(k, dim=-1)  # the EC gates are raw probabilities: no renorm
-            return _token_choice_plan(gate, expert, E, None, None), logits, probs
+            return _token_choice_plan(gate, expert, E, None, None)
         gate, expert = _topk_gates(probs, r.k)
         if isinstance(r, TaskRouter):
-            return _token_choice_plan(gate, expert, E, None, None), logits, probs
+            return _token_choice_plan(gate, expert, E, None, None)
         if isinstance(r, BatchPriorityRouter):
             cap = _capacity(r.capacity_ratio, T, r.k, E)
-            return _token_choice_plan(gate, expert, E, cap, probs.max(-1).values), logits, probs
+            return _token_choice_plan(gate, expert, E, cap, probs.max(-1).values)
         cap = None if r.capacity_factor is None else _capacity(r.capacity_factor, T, r.k, E)
-        return _token_choice_plan(gate, expert, E, cap, None), logits, probs
+        return _token_choice_plan(gate, expert, E, cap, None)
+
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the fused Triton path (see ``dispatch``)."""
+        r = self.router
+        if self.dispatch == "torch":
+            return False
+        eligible = (isinstance(r, (TopKRouter, BatchPriorityRouter))
+                    and not (isinstance(r, TopKRouter) and r.jitter > 0 and self.training))
+        on_device = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter: CPU tests
+        ok = eligible and on_device and x.dtype in (torch.bfloat16, torch.float16, torch.float32) and x.shape[0] > 0
+        if ok:
+            try:
+                from paretoml.arch import _moe_triton  # noqa: F401 - needs triton
+            except ImportError:
+                ok = False
+        if self.dispatch == "fused" and not ok:
+            why = ("a TopKRouter (without jitter in training) or BatchPriorityRouter" if not eligible else
+                   "a non-empty CUDA bf16/fp16/fp32 input and an installed triton")
+            raise ValueError(f"MoE: dispatch='fused' needs {why}; got router {type(r).__name__}, input "
+                             f"{x.dtype} on {x.device} with {x.shape[0]} tokens. Use dispatch='auto'")
+        return ok
+
+    def _route_fused(self, x: torch.Tensor):
+        """Router + dispatch through `_moe_triton`: (plan, logits, probs, rows)."""
+        from paretoml.arch import _moe_triton
+
+        def plan_fn(logits):
+            return self._plan(logits, logits.softmax(-1))
+
+        rows, logits, plan = _moe_triton.route_dispatch(x, self.gate, plan_fn)
+        probs = logits.softmax(-1)  # differentiable: the gates and aux losses train the router
+        gate = probs.gather(-1, plan.expert)
+        if gate.shape[1] > 1:
+            gate = gate / gate.sum(-1, keepdim=True).clamp_min(1e-9)
+        plan.gate = gate
+        return plan, logits, probs, rows
 
     def _aux(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(balance loss E * sum_e f_e P_e, z-loss mean(logsumexp^2)); 0 with no tokens."""
@@ -512,11 +570,19 @@ class MoE(nn.Module):
         shape = x.shape
         xt = x.reshape(-1, self.d_model)  # (T, d)
         tids = self._token_task_ids(task_ids, shape) if isinstance(r, TaskRouter) else None
-        plan, logits, probs = self._route(xt, tids)
-        rows = xt.index_select(0, plan.src) if plan.slots is None else _Dispatch.apply(xt, plan.src, plan.slots)
+        fused = self._use_fused(xt)
+        if fused:
+            plan, logits, probs, rows = self._route_fused(xt)
+        else:
+            plan, logits, probs = self._route(xt, tids)
+            rows = xt.index_select(0, plan.src) if plan.slots is None else _Dispatch.apply(xt, plan.src, plan.slots)
         rows = self._exchange(rows, plan.counts) if self.world > 1 else self._experts(rows, plan.counts)
         if plan.slots is None:  # expert choice: a token may have 0…E rows, so scatter-add
             y = torch.zeros_like(xt).index_add(0, plan.src, rows * plan.weight.to(rows.dtype).unsqueeze(-1))
+        elif fused:
+            from paretoml.arch import _moe_triton
+
+            y = _moe_triton.combine(rows, plan.gate, plan.slots)
         else:
             y = _Combine.apply(rows, plan.gate, plan.slots, plan.order)
         bal, zl = self._aux(logits, probs)

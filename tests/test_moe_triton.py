@@ -37,12 +37,21 @@ for router, T, d, E in cases:
             p.grad = None
         r = m(x)
         ((r.out * g).sum() + 3 * r.aux_loss).backward()
-        res[disp] = [r.out.detach(), x.grad, m.gate.grad, m.w_up.grad, m.w_down.grad, r.stats["load"],
-                     r.stats["dropped_tokens"]]
+        res[disp] = [r.out.detach(), x.grad, m.gate.grad, m.w_up.grad, m.w_down.grad, r.stats["balance_loss"],
+                     r.stats["z_loss"], r.stats["load"], r.stats["dropped_tokens"]]
     a, b = res["torch"], res["fused"]
-    assert torch.equal(a[5], b[5]) and torch.equal(a[6], b[6]), (router, "routing differs")
-    for i, name in enumerate(("out", "x.grad", "gate.grad", "w_up.grad", "w_down.grad")):
+    assert torch.equal(a[7], b[7]) and torch.equal(a[8], b[8]), (router, "routing differs")
+    for i, name in enumerate(("out", "x.grad", "gate.grad", "w_up.grad", "w_down.grad", "balance", "z")):
         assert rel(b[i], a[i]) < 1e-5, (router, name, rel(b[i], a[i]))
+    # non-finite router input: the fused path raises like the torch path
+    bad = x.detach().clone()
+    bad[3, 0] = float("nan")
+    try:
+        m(bad)
+    except ValueError as e:
+        assert "not finite" in str(e)
+    else:
+        raise AssertionError("NaN input was not refused")
 print("ok", len(cases))
 """
 

@@ -35,9 +35,13 @@ _PREC = "ieee" if _INTERPRET else "tf32x3"  # the interpreter computes in fp32 n
 
 
 @triton.jit
-def _router_kernel(x_ptr, w_ptr, out_ptr, T, D, E, stride_x, stride_w, stride_o,
-                   BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
-    rt = tl.program_id(0) * BT + tl.arange(0, BT)
+def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_ptr, cnt_ptr, zsum_ptr,
+                   T, D, E, stride_x, stride_w,
+                   K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+    """One block of BT tokens: logits = x·Wᵀ (fp32), softmax, top-k, gates, and this block's
+    partial sums for the auxiliary losses (Σ probs per expert, top-1 counts, Σ lse²)."""
+    pid = tl.program_id(0)
+    rt = pid * BT + tl.arange(0, BT)
     re = tl.arange(0, BE)
     mt = rt < T
     me = re < E
@@ -49,7 +53,72 @@ def _router_kernel(x_ptr, w_ptr, out_ptr, T, D, E, stride_x, stride_w, stride_o,
                      mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
         wt = tl.load(w_ptr + re[None, :] * stride_w + rd[:, None], mask=me[None, :] & md[:, None], other=0.0)
         acc = tl.dot(xt, wt, acc, input_precision=PREC)
-    tl.store(out_ptr + rt[:, None].to(tl.int64) * stride_o + re[None, :], acc, mask=mt[:, None] & me[None, :])
+    # softmax over the E valid columns; a row with a non-finite logit gets lse = NaN (checked on the host)
+    bad = tl.max(tl.where(me[None, :] & ((acc != acc) | (tl.abs(acc) == float("inf"))), 1, 0), axis=1)
+    logits = tl.where(me[None, :], acc, float("-inf"))
+    m = tl.max(logits, axis=1)
+    ex = tl.exp(logits - m[:, None])
+    ssum = tl.sum(ex, axis=1)
+    probs = ex / ssum[:, None]
+    lse = tl.where(bad > 0, float("nan"), m + tl.log(ssum))
+    m2 = mt[:, None] & me[None, :]
+    tl.store(probs_ptr + rt[:, None].to(tl.int64) * E + re[None, :], probs, mask=m2)
+    tl.store(lse_ptr + rt, lse, mask=mt)
+    # top-k, descending, ties to the lower expert id
+    cur = tl.where(me[None, :], probs, -1.0)
+    gsum = tl.zeros((BT,), dtype=tl.float32)
+    for i in tl.static_range(K):
+        best = tl.argmax(cur, axis=1, tie_break_left=True)
+        gval = tl.max(cur, axis=1)
+        tl.store(expert_ptr + rt * K + i, best.to(tl.int64), mask=mt)
+        tl.store(gate_ptr + rt * K + i, gval, mask=mt)
+        gsum += gval
+        if i == 0:
+            top1 = best
+        cur = tl.where(re[None, :] == best[:, None], -1.0, cur)
+    if K > 1:  # renormalise over the k choices (GShard); k = 1 keeps the raw probability (Switch)
+        inv = 1.0 / tl.maximum(gsum, 1e-9)
+        for i in tl.static_range(K):
+            g = tl.load(gate_ptr + rt * K + i, mask=mt, other=0.0)
+            tl.store(gate_ptr + rt * K + i, g * inv, mask=mt)
+    tl.store(psum_ptr + pid * E + re, tl.sum(tl.where(m2, probs, 0.0), axis=0), mask=me)
+    hit = mt[:, None] & (re[None, :] == top1[:, None])
+    tl.store(cnt_ptr + pid * E + re, tl.sum(hit.to(tl.int32), axis=0), mask=me)
+    tl.store(zsum_ptr + pid, tl.sum(tl.where(mt, lse * lse, 0.0), axis=0))
+
+
+@triton.jit
+def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gpsum_ptr, gz_ptr, glog_ptr, T, E,
+                       K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr):
+    """d loss / d logits from the gradients of the gates, of Σ probs per expert and of Σ lse²."""
+    rt = tl.program_id(0) * BT + tl.arange(0, BT)
+    re = tl.arange(0, BE)
+    mt = rt < T
+    me = re < E
+    m2 = mt[:, None] & me[None, :]
+    p = tl.load(probs_ptr + rt[:, None].to(tl.int64) * E + re[None, :], mask=m2, other=0.0)
+    lse = tl.load(lse_ptr + rt, mask=mt, other=0.0)
+    gp = tl.zeros((BT, BE), dtype=tl.float32) + tl.load(gpsum_ptr + re, mask=me, other=0.0)[None, :]
+    if K == 1:
+        e0 = tl.load(expert_ptr + rt, mask=mt, other=0)
+        g0 = tl.load(ggate_ptr + rt, mask=mt, other=0.0)
+        gp += tl.where(re[None, :] == e0[:, None], g0[:, None], 0.0)
+    else:
+        ssum = tl.zeros((BT,), dtype=tl.float32)
+        gdot = tl.zeros((BT,), dtype=tl.float32)
+        for i in tl.static_range(K):
+            ei = tl.load(expert_ptr + rt * K + i, mask=mt, other=0)
+            ssum += tl.sum(tl.where(re[None, :] == ei[:, None], p, 0.0), axis=1)
+            gdot += tl.load(ggate_ptr + rt * K + i, mask=mt, other=0.0) * tl.load(gate_ptr + rt * K + i, mask=mt,
+                                                                                  other=0.0)
+        inv = 1.0 / tl.maximum(ssum, 1e-9)
+        for i in tl.static_range(K):
+            ei = tl.load(expert_ptr + rt * K + i, mask=mt, other=0)
+            gi = tl.load(ggate_ptr + rt * K + i, mask=mt, other=0.0)
+            gp += tl.where(re[None, :] == ei[:, None], ((gi - gdot) * inv)[:, None], 0.0)
+    gl = p * (gp - tl.sum(gp * p, axis=1)[:, None])
+    gl += (2.0 * tl.load(gz_ptr)) * lse[:, None] * p
+    tl.store(glog_ptr + rt[:, None].to(tl.int64) * E + re[None, :], gl, mask=m2)
 
 
 @triton.jit
@@ -67,31 +136,29 @@ def _dispatch_kernel(x_ptr, slots_ptr, rows_ptr, T, D, stride_x, stride_r,
 
 @triton.jit
 def _dispatch_bwd_kernel(grows_ptr, slots_ptr, glog_ptr, w_ptr, gx_ptr, T, D, E,
-                         stride_r, stride_gl, stride_w, stride_gx,
+                         stride_r, stride_w, stride_gx,
                          K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr,
-                         HAS_ROUTER: tl.constexpr, PREC: tl.constexpr):
+                         PREC: tl.constexpr):
     rt = tl.program_id(0) * BT + tl.arange(0, BT)
-    rd = tl.program_id(1) * BD + tl.arange(0, BD)
     mt = rt < T
-    md = rd < D
-    acc = tl.zeros((BT, BD), dtype=tl.float32)
-    for j in tl.static_range(K):
-        s = tl.load(slots_ptr + rt * K + j, mask=mt, other=-1)
-        acc += tl.load(grows_ptr + s[:, None] * stride_r + rd[None, :],
-                       mask=(s >= 0)[:, None] & md[None, :], other=0.0).to(tl.float32)
-    if HAS_ROUTER:
-        re = tl.arange(0, BE)
-        me = re < E
-        gl = tl.load(glog_ptr + rt[:, None].to(tl.int64) * stride_gl + re[None, :],
-                     mask=mt[:, None] & me[None, :], other=0.0)
+    re = tl.arange(0, BE)
+    me = re < E
+    gl = tl.load(glog_ptr + rt[:, None].to(tl.int64) * E + re[None, :], mask=mt[:, None] & me[None, :], other=0.0)
+    for d0 in range(0, D, BD):
+        rd = d0 + tl.arange(0, BD)
+        md = rd < D
         wv = tl.load(w_ptr + re[:, None] * stride_w + rd[None, :], mask=me[:, None] & md[None, :], other=0.0)
-        acc = tl.dot(gl, wv, acc, input_precision=PREC)
-    tl.store(gx_ptr + rt[:, None].to(tl.int64) * stride_gx + rd[None, :], acc.to(gx_ptr.dtype.element_ty),
-             mask=mt[:, None] & md[None, :])
+        acc = tl.dot(gl, wv, input_precision=PREC)
+        for j in tl.static_range(K):
+            s = tl.load(slots_ptr + rt * K + j, mask=mt, other=-1)
+            acc += tl.load(grows_ptr + s[:, None] * stride_r + rd[None, :],
+                           mask=(s >= 0)[:, None] & md[None, :], other=0.0).to(tl.float32)
+        tl.store(gx_ptr + rt[:, None].to(tl.int64) * stride_gx + rd[None, :], acc.to(gx_ptr.dtype.element_ty),
+                 mask=mt[:, None] & md[None, :])
 
 
 @triton.jit
-def _router_dw_kernel(glog_ptr, x_ptr, part_ptr, T, D, E, T_PER, stride_gl, stride_x,
+def _router_dw_kernel(glog_ptr, x_ptr, part_ptr, T, D, E, T_PER, stride_x,
                       BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
     rd = tl.program_id(0) * BD + tl.arange(0, BD)
     split = tl.program_id(1)
@@ -104,7 +171,7 @@ def _router_dw_kernel(glog_ptr, x_ptr, part_ptr, T, D, E, T_PER, stride_gl, stri
     for t0 in range(t_lo, t_hi, BT):
         rt = t0 + tl.arange(0, BT)
         mt = rt < t_hi
-        glt = tl.load(glog_ptr + rt[None, :].to(tl.int64) * stride_gl + re[:, None],
+        glt = tl.load(glog_ptr + rt[None, :].to(tl.int64) * E + re[:, None],
                       mask=mt[None, :] & me[:, None], other=0.0)  # (BE, BT)
         xv = tl.load(x_ptr + rt[:, None].to(tl.int64) * stride_x + rd[None, :],
                      mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
@@ -156,82 +223,99 @@ def _blocks(E: int) -> int:
     return max(16, triton.next_power_of_2(E))
 
 
-def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(T, d) activations (bf16/fp16/fp32) · (E, d) fp32 weightᵀ → (T, E) fp32 logits."""
+def router(x: torch.Tensor, w: torch.Tensor, k: int):
+    """Router forward without autograd: x (T, d) bf16/fp16/fp32, w (E, d) fp32 → probs (T, E),
+    lse (T,) (NaN on rows with a non-finite logit), expert (T, k) int64, gate (T, k) fp32 and
+    per-block partial sums psum (B, E), top-1 counts (B, E) int32, Σ lse² (B,)."""
     T, D = x.shape
     E = w.shape[0]
-    out = torch.empty(T, E, device=x.device, dtype=torch.float32)
     BE = _blocks(E)
-    BT = 64 if BE <= 32 else 32
-    _router_kernel[(triton.cdiv(T, BT),)](x, w, out, T, D, E, x.stride(0), w.stride(0), out.stride(0),
-                                         BT=BT, BE=BE, BD=64, PREC=_PREC, num_warps=4)
-    return out
+    BT = 64
+    nb = triton.cdiv(T, BT)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    probs, lse = torch.empty(T, E, **f32), torch.empty(T, **f32)
+    expert = torch.empty(T, k, device=x.device, dtype=torch.int64)
+    gate = torch.empty(T, k, **f32)
+    psum, zsum = torch.empty(nb, E, **f32), torch.empty(nb, **f32)
+    cnt = torch.empty(nb, E, device=x.device, dtype=torch.int32)
+    _router_kernel[(nb,)](x, w, probs, lse, expert, gate, psum, cnt, zsum, T, D, E, x.stride(0), w.stride(0),
+                          K=k, BT=BT, BE=BE, BD=64, PREC=_PREC, num_warps=4)
+    return probs, lse, expert, gate, psum, cnt, zsum
+
+
+def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The fp32 logits the router kernel computes, recovered as log(probs) + lse (for tests)."""
+    probs, lse, *_ = router(x, w, 1)
+    return probs.log() + lse[:, None]
 
 
 class _RouteDispatch(torch.autograd.Function):
-    """(x, W) → (rows, logits, *plan tensors). The plan (which row each (token, choice) takes)
-    is a non-differentiable function of the logits, made by `plan_fn`; gradients flow through
-    rows (to x) and logits (to x and W) and meet in one kernel in backward."""
+    """(x, W) → rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (), and non-differentiable
+    top-1 counts (E,) and slots (T, k). Which row each (token, choice) takes is decided by
+    `plan_fn(gate, expert, probs, lse)` (the layer's capacity rule); gradients reach x and W
+    through the rows and through the router outputs, and meet in one kernel in backward."""
 
     @staticmethod
-    def forward(ctx, x, w, plan_fn):
-        logits = router_logits(x, w)
-        plan = plan_fn(logits)
+    def forward(ctx, x, w, k, plan_fn):
+        probs, lse, expert, gate, psum, cnt, zsum = router(x, w, k)
+        plan = plan_fn(gate, expert, probs, lse)
         slots = plan.slots.contiguous()
         T, D = x.shape
-        K = slots.shape[1]
         rows = x.new_empty(plan.src.numel(), D)
-        BT, BD = 32, min(128, triton.next_power_of_2(D))
+        BT, BD = 32, min(128, triton.next_power_of_2(max(D, 16)))
         _dispatch_kernel[(triton.cdiv(T, BT), triton.cdiv(D, BD))](
-            x, slots, rows, T, D, x.stride(0), rows.stride(0), K=K, BT=BT, BD=BD, num_warps=4)
-        ctx.save_for_backward(x, w, slots)
-        ctx.mark_non_differentiable(slots)
+            x, slots, rows, T, D, x.stride(0), rows.stride(0), K=k, BT=BT, BD=BD, num_warps=4)
+        ctx.save_for_backward(x, w, slots, probs, lse, expert, gate)
         ctx.n_rows = rows.shape[0]
-        return rows, logits, slots
+        counts = cnt.sum(0)
+        ctx.mark_non_differentiable(counts, slots)
+        return rows, gate, psum.sum(0), zsum.sum(), counts, slots
 
     @staticmethod
-    def backward(ctx, g_rows, g_logits, _g_slots):
-        x, w, slots = ctx.saved_tensors
+    def backward(ctx, g_rows, g_gate, g_psum, g_zsum, _g_counts, _g_slots):
+        x, w, slots, probs, lse, expert, gate = ctx.saved_tensors
         T, D = x.shape
         E = w.shape[0]
         K = slots.shape[1]
         BE = _blocks(E)
-        has_router = g_logits is not None
-        gl = g_logits.contiguous() if has_router else w  # any valid pointer when unused
-        if g_rows is None:
-            g_rows = x.new_zeros(ctx.n_rows, D)
-        g_rows = g_rows.contiguous()
+        f32 = dict(device=x.device, dtype=torch.float32)
+        g_gate = torch.zeros(T, K, **f32) if g_gate is None else g_gate.float().contiguous()
+        g_psum = torch.zeros(E, **f32) if g_psum is None else g_psum.float().contiguous()
+        g_zsum = torch.zeros((), **f32) if g_zsum is None else g_zsum.float()
+        glog = torch.empty(T, E, **f32)
+        _router_bwd_kernel[(triton.cdiv(T, 64),)](probs, lse, expert, gate, g_gate, g_psum, g_zsum, glog, T, E,
+                                                   K=K, BT=64, BE=BE, num_warps=4)
+        g_rows = x.new_zeros(ctx.n_rows, D) if g_rows is None else g_rows.contiguous()
         gx = torch.empty_like(x)
-        BT, BD = 32, min(64 if BE > 32 else 128, triton.next_power_of_2(max(D, 16)))
-        _dispatch_bwd_kernel[(triton.cdiv(T, BT), triton.cdiv(D, BD))](
-            g_rows, slots, gl, w, gx, T, D, E, g_rows.stride(0), gl.stride(0), w.stride(0), gx.stride(0),
-            K=K, BT=BT, BD=BD, BE=BE, HAS_ROUTER=has_router, PREC=_PREC, num_warps=4)
+        BT, BD = 64, min(64 if BE > 32 else 128, triton.next_power_of_2(max(D, 16)))
+        _dispatch_bwd_kernel[(triton.cdiv(T, BT),)](
+            g_rows, slots, glog, w, gx, T, D, E, g_rows.stride(0), w.stride(0), gx.stride(0),
+            K=K, BT=BT, BD=BD, BE=BE, PREC=_PREC, num_warps=4)
         gw = None
-        if has_router and ctx.needs_input_grad[1]:
-            BTw, BDw = 64, 64 if BE <= 32 else 32
+        if ctx.needs_input_grad[1]:
+            BTw, BDw = 64, min(128, triton.next_power_of_2(max(D, 16)))
             splits = max(1, min(32, triton.cdiv(T, 512)))
             t_per = triton.cdiv(triton.cdiv(T, splits), BTw) * BTw
             splits = triton.cdiv(T, t_per)
-            part = torch.empty(splits, E, D, device=x.device, dtype=torch.float32)
+            part = torch.empty(splits, E, D, **f32)
             _router_dw_kernel[(triton.cdiv(D, BDw), splits)](
-                gl, x, part, T, D, E, t_per, gl.stride(0), x.stride(0),
-                BT=BTw, BE=BE, BD=BDw, PREC=_PREC, num_warps=4)
+                glog, x, part, T, D, E, t_per, x.stride(0), BT=BTw, BE=BE, BD=BDw, PREC=_PREC, num_warps=8)
             gw = part.sum(0)
-        return gx, gw, None
+        return gx, gw, None, None
 
 
-def route_dispatch(x: torch.Tensor, w: torch.Tensor, plan_fn):
-    """Router logits and dispatched rows in one autograd node. x (T, d) contiguous, w (E, d) fp32;
-    `plan_fn(logits)` returns the layer's plan (token-choice: `slots` (T, k), `src` (N,)).
-    Returns (rows (N, d), logits (T, E) fp32, plan)."""
+def route_dispatch(x: torch.Tensor, w: torch.Tensor, k: int, plan_fn):
+    """Router and dispatch in one autograd node. x (T, d), w (E, d) fp32; `plan_fn(gate, expert,
+    probs, lse)` returns the layer's plan (with `slots` (T, k) and `src` (N,)).
+    Returns (rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (), top-1 counts (E,), plan)."""
     holder = {}
 
-    def keep(logits):
-        holder["plan"] = plan_fn(logits)
+    def keep(*args):
+        holder["plan"] = plan_fn(*args)
         return holder["plan"]
 
-    rows, logits, _ = _RouteDispatch.apply(x.contiguous(), w.contiguous(), keep)
-    return rows, logits, holder["plan"]
+    rows, gate, psum, zsum, counts, _ = _RouteDispatch.apply(x.contiguous(), w.contiguous(), k, keep)
+    return rows, gate, psum, zsum, counts, holder["plan"]
 
 
 class _Combine(torch.autograd.Function):

@@ -472,19 +472,24 @@ class MoE(nn.Module):
         return ok
 
     def _route_fused(self, x: torch.Tensor):
-        """Router + dispatch through `_moe_triton`: (plan, logits, probs, rows)."""
+        """Router + dispatch through `_moe_triton`: (plan, rows, balance loss, z-loss)."""
         from paretoml.arch import _moe_triton
 
-        def plan_fn(logits):
-            return self._plan(logits, logits.softmax(-1))
+        r = self.router
+        T, E = x.shape[0], self.num_experts
 
-        rows, logits, plan = _moe_triton.route_dispatch(x, self.gate, plan_fn)
-        probs = logits.softmax(-1)  # differentiable: the gates and aux losses train the router
-        gate = probs.gather(-1, plan.expert)
-        if gate.shape[1] > 1:
-            gate = gate / gate.sum(-1, keepdim=True).clamp_min(1e-9)
-        plan.gate = gate
-        return plan, logits, probs, rows
+        def plan_fn(gate, expert, probs, lse):
+            self._check_logits(lse)  # lse is NaN on every row with a non-finite logit
+            if isinstance(r, BatchPriorityRouter):
+                prio = probs.gather(1, expert[:, :1]).squeeze(1)  # the token's top routing weight
+                return _token_choice_plan(gate, expert, E, _capacity(r.capacity_ratio, T, r.k, E), prio)
+            cap = None if r.capacity_factor is None else _capacity(r.capacity_factor, T, r.k, E)
+            return _token_choice_plan(gate, expert, E, cap, None)
+
+        rows, gate, psum, zsum, top1, plan = _moe_triton.route_dispatch(x, self.gate, r.k, plan_fn)
+        plan.gate = gate  # differentiable: the gates train the router
+        bal = E * (top1.float() / T * (psum / T)).sum()
+        return plan, rows, bal, zsum / T
 
     def _aux(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(balance loss E * sum_e f_e P_e, z-loss mean(logsumexp^2)); 0 with no tokens."""
@@ -572,10 +577,11 @@ class MoE(nn.Module):
         tids = self._token_task_ids(task_ids, shape) if isinstance(r, TaskRouter) else None
         fused = self._use_fused(xt)
         if fused:
-            plan, logits, probs, rows = self._route_fused(xt)
+            plan, rows, bal, zl = self._route_fused(xt)
         else:
             plan, logits, probs = self._route(xt, tids)
             rows = xt.index_select(0, plan.src) if plan.slots is None else _Dispatch.apply(xt, plan.src, plan.slots)
+            bal, zl = self._aux(logits, probs)
         rows = self._exchange(rows, plan.counts) if self.world > 1 else self._experts(rows, plan.counts)
         if plan.slots is None:  # expert choice: a token may have 0…E rows, so scatter-add
             y = torch.zeros_like(xt).index_add(0, plan.src, rows * plan.weight.to(rows.dtype).unsqueeze(-1))
@@ -585,7 +591,6 @@ class MoE(nn.Module):
             y = _moe_triton.combine(rows, plan.gate, plan.slots)
         else:
             y = _Combine.apply(rows, plan.gate, plan.slots, plan.order)
-        bal, zl = self._aux(logits, probs)
         aux = self.balance_weight * bal + self.z_loss_weight * zl
         stats = {"load": plan.counts.detach(), "dropped_tokens": plan.dropped_tokens,
                  "dropped_assignments": plan.dropped_assignments, "balance_loss": bal.detach(),

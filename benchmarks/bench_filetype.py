@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -119,12 +120,13 @@ def magika_tests(tiny: bool):
     return items[::10] if tiny else items
 
 
-def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 10**9, new_only: bool = False):
+def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 10**9, new_only: bool = False,
+                 session: int = 4):
     if corpus is None or not (corpus / "manifest.jsonl").exists():
         return []
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
     if new_only:
-        new = new_units(rows)
+        new = new_units(rows, session)
         from paretoml.filetype.corpus import split_unit
 
         rows = [r for r in rows if split_unit(r["source"]) in new]
@@ -138,18 +140,27 @@ def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 1
     return out
 
 
-def new_units(rows) -> set[str]:
-    """Split units (projects) that only session 4's package lists bring: no row of theirs comes
-    from an earlier list, from this machine's installed files or from a generator, so no earlier
-    model can have trained on them."""
-    from paretoml.filetype.corpus import MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, split_unit
+def new_units(rows, session: int = 4) -> set[str]:
+    """Split units (projects) that only session `session`'s package lists bring (4: the MORE_*
+    lists; 5: the S5_* lists, their PyPI sdists and the Debian source patches): no row of theirs
+    comes from an earlier list, from this machine's installed files or from a generator, so no
+    model from before that session can have trained on them."""
+    from paretoml.filetype import corpus as c
+    from paretoml.filetype.corpus import split_unit
 
-    more = {"debs:" + p for p in MORE_DEBIAN_PACKAGES}
-    more_npm = {split_unit("npm:" + p.lstrip("@").replace("/", "-") + "-0") for p in MORE_NPM_PACKAGES}
+    debs, npms, pypis = ((c.MORE_DEBIAN_PACKAGES, c.MORE_NPM_PACKAGES, ()) if session == 4 else
+                         (c.S5_DEBIAN_PACKAGES, c.S5_NPM_PACKAGES, c.S5_PYPI_SDISTS))
+    more = {"debs:" + p for p in debs}
+    more_npm = {split_unit("npm:" + p.lstrip("@").replace("/", "-") + "-0") for p in npms}
+    norm = lambda n: re.sub(r"[-_.]+", "-", n.lower())  # noqa: E731 — PyPI's name normalisation
+    more_py = {norm(p) for p in pypis}
     units: dict[str, bool] = {}
     for r in rows:
         u = split_unit(r["source"])
-        is_new = r["source"] in more or (r["source"].startswith("npm:") and u in more_npm)
+        is_new = (r["source"] in more or (r["source"].startswith("npm:") and u in more_npm)
+                  or (r["source"].startswith("pypi:")
+                      and norm(re.sub(r"-v?[0-9][^-]*$", "", r["source"][5:])) in more_py)
+                  or (session >= 5 and r["source"].startswith("debsrc:")))
         units[u] = units.get(u, True) and is_new
     return {u for u, v in units.items() if v}
 
@@ -219,6 +230,8 @@ def main(argv=None):
     ap.add_argument("--compare-model", type=Path, default=None,
                     help="another weights folder (e.g. the previously shipped model) measured on the same files, "
                          "as paretoml-cmp[mode]")
+    ap.add_argument("--new-session", type=int, default=5, choices=(4, 5),
+                    help="the 'new projects' subset: projects only that session's package lists bring")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for everyone
@@ -237,11 +250,16 @@ def main(argv=None):
             "corpus_test": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label),
             "oos": corpus_split(args.corpus, "oos", args.tiny, per_label=600)
                    + [x for x in corpus_split(args.corpus, "test", args.tiny) if x[1] == "unknown"],
-            # test files of projects that only the session-4 package lists bring (never in an earlier corpus)
-            "corpus_test_new": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label, new_only=True)}
+            # test files of projects that only that session's package lists bring (never in an earlier corpus)
+            "corpus_test_new": corpus_split(args.corpus, "test", args.tiny, per_label=args.per_label, new_only=True,
+                                            session=args.new_session)}
     ours_labels = set(tools[0].det.labels)
     magika_labels = _magika_labels() if peers_ok else set()
     both = sorted(ours_labels & magika_labels - set(GENERIC))
+    # with --compare-model: also the types that both of our models and magika know (labels added to one
+    # model count as misses for the other in `both`; here they are left out)
+    cmp_tools = [t for t in extra if t.name.startswith("paretoml-cmp")]
+    common = sorted(set(both) & set(cmp_tools[0].det.labels)) if cmp_tools and both else []
     points, per_type = [], []
     preds: dict[tuple[str, str], list[str]] = {}
     for t in tools + extra:
@@ -272,6 +290,10 @@ def main(argv=None):
             r = prf(truth, pr, cover)
             q["macro_f1_both_cover" + sfx] = float(np.mean([v["f1"] for v in r.values() if v["support"]]))
             q["n_types_both_cover" + sfx] = sum(1 for v in r.values() if v["support"])
+            if common:
+                r_c = {k: v for k, v in r.items() if k in common and v["support"]}
+                q["macro_f1_common" + sfx] = float(np.mean([v["f1"] for v in r_c.values()]))
+                q["n_types_common" + sfx] = len(r_c)
             r_all = prf(truth, pr, sorted(ours_labels - set(GENERIC)))
             q["macro_f1_our_types" + sfx] = float(np.mean([v["f1"] for v in r_all.values() if v["support"]]))
             q["min_precision_our_types" + sfx] = float(min(v["precision"] for v in r_all.values() if v["predicted"]))

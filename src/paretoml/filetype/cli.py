@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--npm", type=Path, default=None, help="folder of `npm pack` tarballs to unpack")
     c.add_argument("--pypi", type=Path, default=None, help="folder of PyPI source distributions (.tar.gz) to unpack; "
                                                                      "with --fetch, `pip download`s PYPI_SDISTS")
+    c.add_argument("--debsrc", type=Path, default=None,
+                   help="folder of Debian source packages' .debian.tar.xz (their debian/patches are harvested as "
+                        "diffs); with --fetch, downloads DEBIAN_SOURCE_PATCHES")
     c.add_argument("--extend", action="store_true",
                    help="add the packages in --debs/--npm to an existing corpus's train split (val/test unchanged); "
                         "with --fetch, downloads the EXTRA_* package lists")
@@ -156,17 +159,21 @@ def _run_corpus(args) -> int:
     import json
     import logging
 
-    from paretoml.filetype.corpus import (DEBIAN_PACKAGES, EXTRA_DEBIAN_PACKAGES, EXTRA_NPM_PACKAGES,
-                                          MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES, PYPI_SDISTS,
-                                          CorpusConfig, build_corpus, extend_corpus, fetch_debian, fetch_pypi)
+    from paretoml.filetype.corpus import (DEBIAN_PACKAGES, DEBIAN_SOURCE_PATCHES, EXTRA_DEBIAN_PACKAGES,
+                                          EXTRA_NPM_PACKAGES, MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES,
+                                          PYPI_SDISTS, S5_DEBIAN_PACKAGES, S5_NPM_PACKAGES, S5_PYPI_SDISTS,
+                                          CorpusConfig, build_corpus, extend_corpus, fetch_debian,
+                                          fetch_debian_patches, fetch_pypi)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.fetch:
         if args.debs is None or args.npm is None:
             raise ValueError("filetype corpus --fetch: also give --debs DIR and --npm DIR to download into")
         # --extend keeps session 2's recipe (its lists, train split only); the main build takes every list
-        debs = EXTRA_DEBIAN_PACKAGES if args.extend else DEBIAN_PACKAGES + EXTRA_DEBIAN_PACKAGES + MORE_DEBIAN_PACKAGES
-        npms = EXTRA_NPM_PACKAGES if args.extend else NPM_PACKAGES + EXTRA_NPM_PACKAGES + MORE_NPM_PACKAGES
+        debs = EXTRA_DEBIAN_PACKAGES if args.extend else (DEBIAN_PACKAGES + EXTRA_DEBIAN_PACKAGES + MORE_DEBIAN_PACKAGES
+                                                          + S5_DEBIAN_PACKAGES)
+        npms = EXTRA_NPM_PACKAGES if args.extend else (NPM_PACKAGES + EXTRA_NPM_PACKAGES + MORE_NPM_PACKAGES
+                                                       + S5_NPM_PACKAGES)
         fetch_debian(list(debs), args.debs)
         import subprocess
 
@@ -175,7 +182,9 @@ def _run_corpus(args) -> int:
             if not list(args.npm.glob(p.lstrip("@").replace("/", "-") + "-[0-9]*.tgz")):
                 subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
         if args.pypi is not None and not args.extend:
-            fetch_pypi(PYPI_SDISTS, args.pypi)
+            fetch_pypi(PYPI_SDISTS + S5_PYPI_SDISTS, args.pypi)
+        if args.debsrc is not None and not args.extend:
+            fetch_debian_patches(DEBIAN_SOURCE_PATCHES, args.debsrc)
     if args.extend:
         added = extend_corpus(args.out_dir, debs=args.debs, npm=args.npm, pypi=args.pypi, seed=args.seed)
         print(json.dumps(added, sort_keys=True))
@@ -183,7 +192,7 @@ def _run_corpus(args) -> int:
     cfg = CorpusConfig(max_per_label=args.max_per_label, generate=not args.no_generate, seed=args.seed,
                        text_max_per_label=args.text_max_per_label,
                        keep_splits=str(args.keep_splits) if args.keep_splits else None)
-    counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm, pypi=args.pypi)
+    counts = build_corpus(args.out_dir, cfg, debs=args.debs, npm=args.npm, pypi=args.pypi, debsrc=args.debsrc)
     print(json.dumps(counts, sort_keys=True))
     return 0
 

@@ -40,7 +40,8 @@ from paretoml.filetype.features import FeatureConfig, features_from_ends, read_e
 from paretoml.filetype.labels import KNOWLEDGE_BASE
 
 __all__ = ["CorpusConfig", "build_corpus", "extend_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES", "EXTRA_DEBIAN_PACKAGES",
-           "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "PYPI_SDISTS", "fetch_debian",
+           "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "PYPI_SDISTS", "S5_DEBIAN_PACKAGES",
+           "S5_NPM_PACKAGES", "S5_PYPI_SDISTS", "DEBIAN_SOURCE_PATCHES", "fetch_debian", "fetch_debian_patches",
            "fetch_pypi", "split_unit"]
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,116 @@ PYPI_SDISTS = (
     "pyramid pytest sphinx sqlparse structlog sympy trio twisted werkzeug"
 ).split()
 
+# Session 5 (main build, split by project like the others): more *projects* for the weak text labels
+# (PostgreSQL extensions and other SQL schemas, YAML-heavy packages and Rails locales, texlive language
+# packages and LaTeX tools, Perl modules, Go modules, Sphinx docs) and sources of Magika labels the model
+# lacked: OCaml (-ocaml-dev), PE binaries (.NET assemblies, NSIS, EFI), ERB templates (Rails, Puppet,
+# Vagrant), awk (gawk, mawk), notebooks and subtitles (python-*-doc). All under 30 MB.
+S5_DEBIAN_PACKAGES = (
+    "ansible-lint asymptote auctex cloud-init dblatex dovecot-pgsql gawk gnumed-server "
+    "golang-github-cespare-xxhash-dev golang-github-containerd-containerd-dev golang-github-coreos-go-systemd-dev "
+    "golang-github-fatih-color-dev golang-github-go-chi-chi-dev golang-github-gogo-protobuf-dev "
+    "golang-github-golang-protobuf-1-5-dev golang-github-google-go-github-dev golang-github-gorilla-handlers-dev "
+    "golang-github-hashicorp-go-multierror-dev golang-github-hashicorp-golang-lru-dev "
+    "golang-github-hashicorp-hcl-v2-dev golang-github-hashicorp-terraform-json-dev golang-github-jackc-pgx-v4-dev "
+    "golang-github-json-iterator-go-dev golang-github-masterminds-sprig-dev golang-github-miekg-dns-dev "
+    "golang-github-mitchellh-mapstructure-dev golang-github-olekukonko-tablewriter-dev "
+    "golang-github-opencontainers-runc-dev golang-github-rs-zerolog-dev golang-github-spf13-afero-dev "
+    "golang-github-vishvananda-netlink-dev golang-go.uber-zap-dev grub-efi-amd64-bin icinga2-ido-mysql ipxe "
+    "kamailio-mysql-modules kamailio-postgres-modules kubernetes-client latex2html latexdiff latexmk "
+    "libangstrom-ocaml-dev libbase-ocaml-dev libbos-ocaml-dev libcalendar-ocaml-dev libcatalyst-perl "
+    "libcmdliner-ocaml-dev libcsexp-ocaml-dev libctypes-ocaml-dev libdancer2-perl libdatetime-locale-perl "
+    "libdatetime-perl libdbix-class-perl libdevel-cover-perl libdose3-ocaml-dev libemail-sender-perl "
+    "libfileutils-ocaml-dev libfmt-ocaml-dev libhtml-parser-perl libimage-exiftool-perl libinifiles-ocaml-dev "
+    "libio-socket-ssl-perl libjson-perl liblwt-ocaml-dev libmenhir-ocaml-dev libmime-tools-perl libmojolicious-perl "
+    "libmono-addins-gui0.2-cil libmono-cecil-cil libmono-corlib4.5-cil libmono-security4.0-cil "
+    "libmono-system-core4.0-cil libmono-system-web4.0-cil libmono-system-windows-forms4.0-cil "
+    "libmono-system-xml4.0-cil libmoo-perl libmoose-perl libnet-dns-perl libnet-ldap-perl libocamlgraph-ocaml-dev "
+    "libparse-recdescent-perl libparsexp-ocaml-dev libpath-tiny-perl libperl-critic-perl libplack-perl "
+    "libpod-simple-perl libppx-deriving-yojson-ocaml-dev libptmap-ocaml-dev libre-ocaml-dev libsexplib0-ocaml-dev "
+    "libspreadsheet-parseexcel-perl libstdio-ocaml-dev libtemplate-perl libtest-deep-perl libtext-csv-perl "
+    "libtry-tiny-perl liburi-ocaml-dev libuutf-ocaml-dev libwww-perl libxml-light-ocaml-dev libxml-twig-perl "
+    "libyaml-perl libyojson-ocaml-dev libzarith-ocaml-dev lyx-common mawk memtest86+ ncurses-examples netplan.io "
+    "noweb nsis-common ocaml-nox pdns-backend-mysql pdns-backend-pgsql pdns-backend-sqlite3 perltidy pgpool2 pmacct "
+    "postgresql-15-auto-failover postgresql-15-cron postgresql-15-debversion postgresql-15-hll postgresql-15-ip4r "
+    "postgresql-15-jsquery postgresql-15-londiste-sql postgresql-15-mimeo postgresql-15-numeral postgresql-15-orafce "
+    "postgresql-15-partman postgresql-15-periods postgresql-15-pg-fact-loader postgresql-15-pg-qualstats "
+    "postgresql-15-pg-track-settings postgresql-15-pgl-ddl-deploy postgresql-15-pglogical postgresql-15-pgpool2 "
+    "postgresql-15-pgq-node postgresql-15-pgq3 postgresql-15-pgrouting-scripts postgresql-15-pgsphere "
+    "postgresql-15-pgtap postgresql-15-pldebugger postgresql-15-pllua postgresql-15-plpgsql-check "
+    "postgresql-15-plproxy postgresql-15-pointcloud postgresql-15-powa postgresql-15-prefix postgresql-15-q3c "
+    "postgresql-15-rational postgresql-15-rdkit postgresql-15-repmgr postgresql-15-rum postgresql-15-semver "
+    "postgresql-15-set-user postgresql-15-slony1-2 postgresql-15-tdigest postgresql-15-unit prometheus-alertmanager "
+    "puppet puppet-module-puppetlabs-apache puppet-module-puppetlabs-mysql puppet-module-puppetlabs-stdlib "
+    "python-black-doc python-bleach-doc python-blinker-doc python-bottle-doc python-cliff-doc python-eventlet-doc "
+    "python-factory-boy-doc python-greenlet-doc python-hypothesis-doc python-ipywidgets-doc python-lark-doc "
+    "python-markdown-doc python-mock-doc python-nbclient-doc python-nbconvert-doc python-nbsphinx-doc "
+    "python-notebook-doc python-oslo.config-doc python-pbr-doc python-pint-doc python-psutil-doc python-pyasn1-doc "
+    "python-reno-doc python-scrapy-doc python-simplejson-doc python-sortedcontainers-doc python-srt-doc "
+    "python-stevedore-doc python-taskflow-doc python-toolz-doc python-tooz-doc python-tornado-doc python-uvicorn-doc "
+    "python-waitress-doc python-webob-doc python-webvtt-doc python-wtforms-doc refind rsyslog-mysql rsyslog-pgsql "
+    "ruby-bootstrap-sass ruby-devise ruby-font-awesome-rails ruby-foreman ruby-jbuilder ruby-kaminari-core "
+    "ruby-rails-html-sanitizer ruby-rails-i18n ruby-rspec-rails ruby-rubocop-ast ruby-sass-rails ruby-sidekiq "
+    "ruby-web-console shim-unsigned syslinux-efi systemd-boot-efi texinfo texlive-lang-arabic texlive-lang-cyrillic "
+    "texlive-lang-czechslovak texlive-lang-italian texlive-lang-polish texlive-lang-portuguese texlive-lang-spanish "
+    "tt-rss ulogd2-mysql ulogd2-pgsql vagrant yq zabbix-server-mysql zabbix-server-pgsql zoneminder"
+).split()
+
+# npm packages added in session 5: Capacitor / Expo / React Native plugins (Swift, Kotlin, Objective-C,
+# Java, Gradle), Vue component libraries, Solidity contracts, C# (edge-js, react-native-windows),
+# WebAssembly modules, SCSS frameworks and TypeScript libraries. Unpacked under 30 MB each.
+S5_NPM_PACKAGES = (
+    "@angular/animations @angular/cdk @angular/platform-browser @capacitor/action-sheet @capacitor/android "
+    "@capacitor/app @capacitor/browser @capacitor/camera @capacitor/clipboard @capacitor/core @capacitor/device "
+    "@capacitor/dialog @capacitor/filesystem @capacitor/geolocation @capacitor/haptics @capacitor/ios "
+    "@capacitor/keyboard @capacitor/local-notifications @capacitor/motion @capacitor/network @capacitor/preferences "
+    "@capacitor/push-notifications @capacitor/screen-reader @capacitor/share @capacitor/splash-screen "
+    "@capacitor/status-bar @capacitor/toast @carbon/styles @chainlink/contracts @coreui/coreui @electric-sql/pglite "
+    "@gnosis.pm/safe-contracts @graphql-tools/utils @jsquash/jpeg @jsquash/png @jsquash/webp @lit/reactive-element "
+    "@material/card @material/dialog @material/textfield @microsoft/fast-element @mikro-orm/core @ngrx/store @nuxt/ui "
+    "@octokit/rest @octokit/types @openzeppelin/contracts @picocss/pico @playwright/test "
+    "@react-native-community/netinfo @resvg/resvg-wasm @rollup/wasm-node @slidev/client @stencil/core @swc/wasm-web "
+    "@tabler/core @tanstack/table-core @types/babel__core @types/body-parser @types/chai @types/chrome @types/cors "
+    "@types/estree @types/google.maps @types/jsdom @types/json-schema @types/jsonwebtoken @types/mocha @types/pg "
+    "@types/semver @types/uuid @types/vscode @types/yargs @uniswap/v2-core @uniswap/v3-core @uniswap/v3-periphery "
+    "@urql/core @uswds/uswds @vue/shared @vuepress/theme-default admin-lte argon2-browser bootstrap-sass "
+    "breakpoint-sass brotli-wasm class-transformer compass-mixins edge-js erc721a es-toolkit esbuild-wasm expo-av "
+    "expo-calendar expo-clipboard expo-contacts expo-file-system expo-font expo-haptics expo-image-picker "
+    "expo-location expo-media-library expo-notifications expo-secure-store expo-sensors govuk-frontend "
+    "graphql-request hover.css lightningcss-wasm lottie-react-native mobx-state-tree node-pg-migrate normalize-scss "
+    "nuxt open-color pg-boss postgrator primevue purify-ts radash react-native-device-info react-native-fs "
+    "react-native-gesture-handler react-native-image-picker react-native-maps react-native-permissions "
+    "react-native-safe-area-context react-native-screens react-native-svg react-native-video react-native-webview "
+    "react-native-windows reflect-metadata remeda sass-mq solmate sql-formatter superjson susy tsyringe typedoc "
+    "typescript-eslint vitepress vscode-oniguruma vue-multiselect vue-select wasm-vips web-tree-sitter"
+).split()
+
+# PyPI sdists added in session 5: SQL fixtures (sqlglot, sqlfluff, yoyo, aiosql), notebooks (nbformat,
+# nbconvert, nbclient, papermill), subtitles (pysrt, pysubs2, webvtt-py), C# (pythonnet, clr_loader),
+# SCSS (furo, pydata/book Sphinx themes), OpenStack projects (YAML release notes, rst docs), rst docs.
+S5_PYPI_SDISTS = (
+    "sqlglot sqlfluff yoyo-migrations aiosql nbformat nbconvert nbclient papermill pysrt webvtt-py pysubs2 pythonnet "
+    "clr_loader oslo.config oslo.messaging keystoneauth1 python-openstackclient stevedore cliff taskflow tooz "
+    "pydata-sphinx-theme furo sphinx-book-theme coverage zope.interface more-itertools markupsafe blinker gunicorn "
+    "waitress webob python-dateutil jsonschema marshmallow bleach numpydoc breathe sphinx-gallery mock pbr pyparsing "
+    "yamllint pre-commit openapi-spec-validator striprtf ansible-lint"
+).split()
+
+# Debian *source* packages whose debian/patches are harvested as `diff` files (session 5; only the
+# .debian.tar.xz is fetched, see `fetch_debian_patches`).
+DEBIAN_SOURCE_PATCHES = (
+    "alsa-lib apache2 autoconf bash bind9 binutils busybox cairo cmake coreutils cron cups curl dbus dovecot "
+    "e2fsprogs elixir-lang emacs erlang exim4 ffmpeg firefox-esr flac fontconfig freetype gcc-12 gettext ghc "
+    "ghostscript gimp git glib2.0 glibc gnuplot gnutls28 golang-1.19 graphviz groff grub2 gstreamer1.0 gtk+3.0 "
+    "haproxy harfbuzz hugo imagemagick inkscape iproute2 iptables jekyll krb5 lame less libpng1.6 libtool libvorbis "
+    "libvpx libxml2 lighttpd llvm-toolchain-15 logrotate lua5.4 man-db mariadb memcached mpv mutt ncurses "
+    "network-manager nftables nginx nmap nodejs ocaml openjdk-17 openldap openssh openssl openvpn pam pandoc pango1.0 "
+    "perl php8.2 poppler postfix postgresql-15 procps pulseaudio python-pip python3.11 qtbase-opensource-src r-base "
+    "rabbitmq-server readline redis rsync rsyslog ruby3.1 rustc samba screen shadow sphinx sqlite3 squid strongswan "
+    "sudo swi-prolog systemd tar tcl8.6 tcpdump texinfo texlive-bin tiff tk8.6 tmux util-linux varnish vim vlc wget "
+    "wireshark wpa x264 xz-utils zlib zsh"
+).split()
+
 # Extension → label, from the knowledge base, with the ambiguous ones settled.
 _EXT: dict[str, str] = {}
 for _lab, _info in KNOWLEDGE_BASE.items():
@@ -186,10 +297,13 @@ for _lab, _info in KNOWLEDGE_BASE.items():
         _EXT.setdefault(_e.lower(), _lab)
 _EXT.update({"h": "c", "pl": "perl", "m": "matlab", "crt": "pem", "plist": "appleplist", "ts": "typescript",
              "oga": "ogg", "opus": "ogg", "ogv": "ogg", "xhtml": "html", "mo": "unknown", "gmo": "unknown",
-             "txt": "txt", "zlib": "zlibstream", "zst": "zstd", "mov": "qt", "pyi": "python", "hh": "cpp", "sv": "verilog"})
-for _e in ("v", "l", "pro", "t1", "db", "sum", "mk", "o", "so", "sys", "dll", "a", "pp", "qt", "lsp", "pdb",
+             "txt": "txt", "zlib": "zlibstream", "zst": "zstd", "mov": "qt", "pyi": "python", "hh": "cpp",
+             "sv": "verilog",
+             # session 5: Magika labels new here (content checks in `_verify`)
+             "patch": "diff", "dll": "pebin", "efi": "pebin", "webvtt": "vtt"})
+for _e in ("v", "l", "pro", "t1", "db", "sum", "mk", "o", "so", "sys", "a", "pp", "qt", "lsp", "pdb",
            "m4v", "ttc", "gzip", "tgz", "tbz2", "txz", "bplist", "dtx", "ltx",
-           "docm", "xlsm", "pptm", "ott", "ots", "otp", "cc", "cts", "mts", "r", "lhs", "for", "patch"):
+           "docm", "xlsm", "pptm", "ott", "ots", "otp", "cc", "cts", "mts", "r", "lhs", "for"):
     _EXT.pop(_e, None)  # too ambiguous on this machine, or produced by a generator below
 _NAMES = {"makefile": "makefile", "gnumakefile": "makefile", "cmakelists.txt": "cmake", "dockerfile": "dockerfile",
           ".gitignore": "ignorefile", ".npmignore": "ignorefile", ".dockerignore": "ignorefile",
@@ -244,6 +358,34 @@ _TEXT_MIME_OK = ("text/", "application/json", "application/javascript", "applica
                  "application/x-pem-file", "message/rfc822", "application/x-bibtex")
 
 
+# Content checks for text labels whose name alone is not enough (session 5): the file must
+# contain this pattern (searched in its first 64 kB) besides being UTF-8 text.
+_TEXT_RULES: dict[str, re.Pattern] = {
+    "diff": re.compile(r"^(diff |Index: |--- \S).*\n(.*\n)?\+\+\+ \S[\s\S]*?^@@ ", re.M),
+    "dockerfile": re.compile(r"\A(\s*(#.*)?\n)*\s*(FROM|ARG)\s+\S", re.I),
+    "ipynb": re.compile(r'\A\s*\{[\s\S]*"(cells|nbformat)"\s*:'),
+    "solidity": re.compile(r"^\s*(pragma\s+solidity|(abstract\s+)?contract\s+\w+|library\s+\w+|interface\s+\w+)",
+                           re.M),
+    "erb": re.compile(r"<%"),
+    "vue": re.compile(r"^<(template|script|style)[\s>]", re.M),
+    "vtt": re.compile(r"\A\ufeff?WEBVTT"),
+    "srt": re.compile(r"^\d+\s*\n\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d", re.M),
+    "rtf": re.compile(r"\A\{\\rtf"),
+    "cs": re.compile(r"^\s*(using\s+[\w.]+\s*;|namespace\s+[\w.]+|"
+                     r"(public|internal)\s+(static\s+|sealed\s+|partial\s+)*(class|interface|struct|enum))", re.M),
+    "swift": re.compile(r"^\s*(import\s+\w+|(public\s+|open\s+|private\s+|final\s+)*"
+                        r"(class|struct|enum|protocol|extension|func)\s+\w+)", re.M),
+    "kotlin": re.compile(r"^\s*(package\s+[\w.]+|import\s+[\w.]+|(private\s+|internal\s+|data\s+|open\s+)*"
+                         r"(class|object|fun|interface)\s+\w+)", re.M),
+    "gradle": re.compile(r"^\s*(apply\s+plugin|plugins\s*\{|dependencies\s*\{|android\s*\{|buildscript\s*\{|"
+                         r"repositories\s*\{|def\s+\w+|ext\s*\{|include\s)", re.M),
+}
+# Objective-C markers: a `.m` file (else Matlab/Octave) or `.h` header (else C/C++) with one of
+# these at a line start is Objective-C.
+_OBJC = re.compile(r"^\s*(#import\s|@interface\s|@implementation\s|@protocol\s|@property\s*\(|"
+                   r"NS_ASSUME_NONNULL_BEGIN)", re.M)
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
     """Corpus settings.
@@ -295,6 +437,8 @@ def _name_label(path: Path, head: bytes) -> str | None:
     name = path.name.lower()
     if name in _NAMES:
         return _NAMES[name]
+    if name.startswith(("dockerfile.", "containerfile")) and not name.endswith((".md", ".txt", ".rst", ".j2")):
+        return "dockerfile"
     s = str(path)
     if "/terminfo/" in s and len(path.parent.name) <= 2:
         return "unknown"
@@ -308,6 +452,8 @@ def _name_label(path: Path, head: bytes) -> str | None:
         return "elf"  # executables and shared objects by location/name; libmagic checks the content
     if name.endswith(".md5sums"):
         return "sum"
+    if "/debsrc/" in s and "/debian/patches/" in s:
+        return "diff"  # a Debian source package's patch, with or without .patch/.diff (content-checked)
     ext = name.rsplit(".", 1)[1] if "." in name[1:] else ""
     if ext == "pl" and "prolog" in s:
         return "prolog"
@@ -348,7 +494,7 @@ def _dpkg_owner_map() -> dict[str, str]:
 def _source_of(path: Path, out_dir: Path, owners: dict[str, str]) -> str:
     """The package a file comes from: the unit that train/val/test never share."""
     s = str(path)
-    for base in ("debs", "npm", "gen", "pypi"):
+    for base in ("debs", "npm", "gen", "pypi", "debsrc"):
         prefix = str(out_dir / base) + os.sep
         if s.startswith(prefix):
             parts = s[len(prefix):].split(os.sep)
@@ -406,6 +552,8 @@ def _verify(label: str, path: Path, data: bytes, mime: str) -> bool:
         return "xml" in mime or "svg" in mime
     elif label == "pem":
         return "-----BEGIN" in text
+    elif label in _TEXT_RULES:
+        return bool(_TEXT_RULES[label].search(text)) and len(text.strip()) >= 16
     elif label == "python" and len(data) < 1 << 20:
         import ast
         import warnings
@@ -453,6 +601,60 @@ def fetch_pypi(packages: list[str], pypi_dir: Path, timeout: float = 150) -> Non
             log.warning("pip download %s: no sdist within %.0f s, skipped", p, timeout)
 
 
+def fetch_debian_patches(sources: list[str], dest: Path, timeout: float = 120) -> None:
+    """Download the ``.debian.tar.xz`` of each Debian *source* package into `dest` (skips ones there).
+
+    apt gives the URIs (`apt-get source --print-uris`) from a private deb-src list under
+    ``dest/.apt`` (the system's apt configuration is not touched); only the small Debian
+    tarball is fetched, not the upstream sources, and its SHA-256 is checked. `_unpack` takes
+    the ``debian/patches/`` files out of it: real diffs (quilt, ``git format-patch``) from as
+    many projects as sources.
+    """
+    import hashlib as _hl
+    import urllib.request
+
+    dest.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in dict.fromkeys(sources) if not list(dest.glob(f"{p}_*.debian.tar.xz"))]
+    if not todo:
+        return
+    apt = dest / ".apt"
+    (apt / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (apt / "src.list").write_text("deb-src http://deb.debian.org/debian bookworm main\n")
+    opts = [f"-oDir::Etc::SourceList={apt / 'src.list'}", f"-oDir::Etc::SourceParts={apt / 'none'}",
+            f"-oDir::State::Lists={apt / 'lists'}"]
+    subprocess.run(["apt-get", *opts, "update"], capture_output=True, timeout=600)
+    for pkg in todo:
+        out = subprocess.run(["apt-get", *opts, "source", "--print-uris", pkg], capture_output=True, text=True,
+                             timeout=timeout).stdout
+        for m in re.finditer(r"^'(\S+)' (\S+\.debian\.tar\.xz) \d+ SHA256:([0-9a-f]+)", out, re.M):
+            url, name, sha = m.groups()
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    data = r.read()
+            except OSError as e:
+                log.warning("%s: %s", url, e)
+                continue
+            if _hl.sha256(data).hexdigest() == sha:
+                (dest / name).write_bytes(data)
+            else:
+                log.warning("%s: SHA-256 mismatch, skipped", url)
+
+
+def _unpack_patches(debsrc: Path, out_dir: Path) -> None:
+    """``debian/patches/*`` of each ``.debian.tar.xz`` in `debsrc` into OUT_DIR/debsrc/<source>/."""
+    import tarfile
+
+    for tx in sorted(debsrc.glob("*.debian.tar.xz")):
+        dest = out_dir / "debsrc" / tx.name.split("_")[0]
+        if dest.exists():
+            continue
+        dest.mkdir(parents=True)
+        with tarfile.open(tx) as tf:
+            members = [m for m in tf.getmembers() if m.isfile() and m.name.startswith("debian/patches/")
+                       and not m.name.endswith(("/series", "/00list"))]
+            tf.extractall(dest, members=members, filter="data")
+
+
 def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | None = None) -> None:
     if debs is not None:
         for deb in sorted(debs.glob("*.deb")):
@@ -481,7 +683,8 @@ def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | Non
 # --------------------------------------------------------------------------- main
 
 def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, debs: Path | None = None,
-                 npm: Path | None = None, roots: list[Path] | None = None, pypi: Path | None = None) -> dict[str, int]:
+                 npm: Path | None = None, roots: list[Path] | None = None, pypi: Path | None = None,
+                 debsrc: Path | None = None) -> dict[str, int]:
     """Harvest, generate, verify, de-duplicate, cap and split; write manifest and tokens.
 
     Args:
@@ -490,6 +693,8 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
         debs: a folder of ``.deb`` files (see `fetch_debian`), unpacked into OUT_DIR/debs.
         npm: a folder of ``npm pack`` tarballs, unpacked into OUT_DIR/npm.
         pypi: a folder of PyPI source distributions (``.tar.gz``), unpacked into OUT_DIR/pypi.
+        debsrc: a folder of Debian source packages' ``.debian.tar.xz`` (see `fetch_debian_patches`),
+            whose ``debian/patches`` go to OUT_DIR/debsrc.
         roots: folders to harvest (default: /usr, /etc/ssl, /var/lib/dpkg/info, sys.prefix).
 
     Returns:
@@ -500,13 +705,15 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
     previous = _previous_splits(cfg.keep_splits) if cfg.keep_splits else None
     out_dir.mkdir(parents=True, exist_ok=True)
     _unpack(debs, npm, out_dir, pypi)
+    if debsrc is not None:
+        _unpack_patches(debsrc, out_dir)
     if cfg.generate:
         from paretoml.filetype._generate import generate_all
 
         generate_all(out_dir / "gen", seed=cfg.seed)
     roots = roots or [Path("/usr"), Path("/etc/ssl"), Path("/var/lib/dpkg/info"), Path("/var/cache/apt/archives"),
                       Path(sys.prefix)]
-    roots = roots + [out_dir / d for d in ("debs", "npm", "gen", "pypi") if (out_dir / d).exists()]
+    roots = roots + [out_dir / d for d in ("debs", "npm", "gen", "pypi", "debsrc") if (out_dir / d).exists()]
     rng = random.Random(cfg.seed)
     owners = _dpkg_owner_map()
     # 1. candidates by name only (cheap), grouped by claimed label
@@ -545,8 +752,8 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), *, deb
             row = _load_verified(p, lab, magic, fcfg, seen)
             if row is None:
                 continue
-            tokens, size, mime = row
-            rows.append({"path": str(p), "label": _refine_label(lab, p, mime), "source": srcs[p], "size": size,
+            tokens, size, mime, probe = row
+            rows.append({"path": str(p), "label": _refine_label(lab, p, mime, probe), "source": srcs[p], "size": size,
                          "mime": mime})
             toks.append(tokens)
             kept += 1
@@ -619,7 +826,7 @@ def extend_corpus(out_dir: str | Path, *, debs: Path | None = None, npm: Path | 
             got = _load_verified(p, lab, magic, fcfg, seen)
             if got is None:
                 continue
-            tokens, size, mime = got
+            tokens, size, mime, _ = got
             key = hashlib.sha256(tokens.tobytes()).digest()
             if key in seen_tok:
                 continue
@@ -652,9 +859,15 @@ def _interleave_by_source(paths: list[Path], source: dict[Path, str], rng: rando
     return out
 
 
-def _refine_label(lab: str, path: Path, mime: str) -> str:
-    """A ``.h`` header is C or C++ by its name alone; libmagic's MIME type settles which."""
-    if lab == "c" and path.suffix.lower() == ".h" and mime == "text/x-c++":
+def _refine_label(lab: str, path: Path, mime: str, data: bytes = b"") -> str:
+    """A ``.h`` header is C or C++ by its name alone; libmagic's MIME type settles which. A ``.m``
+    file is Matlab/Octave or Objective-C, a ``.h`` header C or Objective-C: Objective-C markers in
+    `data` (the file's first bytes) settle those (session 5)."""
+    suffix = path.suffix.lower()
+    if lab in ("c", "cpp", "matlab") and suffix in (".h", ".m") and data and _OBJC.search(
+            data.decode("utf-8", "replace")):
+        return "objectivec"
+    if lab == "c" and suffix == ".h" and mime == "text/x-c++":
         return "cpp"
     return lab
 
@@ -685,7 +898,7 @@ def _load_verified(p: Path, lab: str, magic, fcfg: FeatureConfig, seen: set[byte
     f = features_from_ends(head, tail, fcfg)
     if f.stripped_size < fcfg.min_size_for_model:
         return None
-    return f.tokens, size, mime
+    return f.tokens, size, mime, probe
 
 
 def split_unit(source: str) -> str:
@@ -704,8 +917,16 @@ def split_unit(source: str) -> str:
         return "deb:" + name
     if kind in ("npm", "pypi"):
         base = re.sub(r"-v?[0-9][^-]*$", "", name).lower()  # drop the version: jquery-4.1.0 -> jquery
-        return ("js:" if kind == "npm" else "py:") + (re.split(r"[-.]", base)[0] if kind == "pypi" else base)
+        unit = ("js:" if kind == "npm" else "py:") + (re.split(r"[-.]", base)[0] if kind == "pypi" else base)
+        return _SAME_PROJECT.get(unit, unit)
     return source
+
+
+# PyPI sdists (session 5) whose project the rules above would name differently from its Debian
+# or site-packages packaging: joined here so one project never sits in two splits.
+_SAME_PROJECT = {"py:oslo_config": "py:oslo.config", "py:webvtt_py": "py:webvtt", "py:ansible_lint": "deb:ansible-lint",
+                 "py:yamllint": "deb:yamllint", "py:python_dateutil": "py:dateutil", "py:zope_interface": "py:zope",
+                 "py:python_openstackclient": "py:openstackclient"}
 
 
 def label_cap(label: str, cfg: CorpusConfig) -> int:

@@ -121,7 +121,8 @@ def window_tokens(tokens: np.ndarray, window: int) -> np.ndarray:
 _SPLITS = ("train", "val")
 
 
-def pack_corpus(corpus: str | Path, out: str | Path | None = None) -> dict[str, np.ndarray]:
+def pack_corpus(corpus: str | Path, out: str | Path | None = None,
+                exclude_labels: tuple[str, ...] | list[str] | set[str] = ()) -> dict[str, np.ndarray]:
     """The train and val rows of a corpus as compact arrays (optionally saved as a compressed npz).
 
     Keys: ``head``/``tail`` (N, 1024) uint8 — the head window (bytes first) and the tail window
@@ -129,12 +130,18 @@ def pack_corpus(corpus: str | Path, out: str | Path | None = None) -> dict[str, 
     each holds; the rest is padding), ``label`` (N,) int16 codes into ``label_names``,
     ``split`` (N,) uint8 (0 train, 1 val), ``is_text`` (N,) uint8 from the label's knowledge-base
     entry. Everything is plain arrays: `np.load` reads it without pickle.
+    `exclude_labels`: labels left out of the pack, hence of the model (session 5: a new label whose
+    training files come from fewer than 3 projects stays out); their test rows stay in the corpus.
     """
     from paretoml.filetype.features import PAD
     from paretoml.filetype.labels import info
 
     rows, tokens = load_corpus(corpus)
-    keep = np.array([i for i, r in enumerate(rows) if r["split"] in _SPLITS], dtype=np.int64)
+    unknown = set(exclude_labels) - {r["label"] for r in rows}
+    if unknown:
+        raise ValueError(f"pack_corpus: exclude_labels {sorted(unknown)} are not labels of {corpus}")
+    keep = np.array([i for i, r in enumerate(rows) if r["split"] in _SPLITS and r["label"] not in exclude_labels],
+                    dtype=np.int64)
     t = tokens[keep]
     w0 = t.shape[1] // 2
     head, tail = t[:, :w0], t[:, w0:]

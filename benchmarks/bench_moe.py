@@ -567,8 +567,11 @@ def plot_all(results: Path, docs: Path) -> list[Path]:
     if f.exists():
         pts = read_jsonl(f)
         shapes = sorted({(p.config["d_model"], p.config["experts"]) for p in pts})
-        names = ["naive_loop", "plain_sort_grouped_mm", "paretoml_grouped", "paretoml_padded", "paretoml_auto_nocheck"]
-        fig, ax = plt.subplots(figsize=(8, 4))
+        have = {p.name for p in pts}
+        names = [n for n in ("naive_loop", "plain_sort_grouped_mm", "paretoml_grouped_torchdispatch",
+                             "paretoml_grouped", "paretoml_auto_nocheck", "paretoml_torchdispatch_nocheck_graphed",
+                             "paretoml_auto_nocheck_graphed") if n in have]
+        fig, ax = plt.subplots(figsize=(9, 4.2))
         w = 0.8 / len(names)
         for j, n in enumerate(names):
             vals = [next((p.cost["ratio_vs_dense_active"] for p in pts if p.name == n and
@@ -579,7 +582,8 @@ def plot_all(results: Path, docs: Path) -> list[Path]:
         ax.axhline(0.65, color="r", ls="--", lw=0.8, label="goal E=64 (0.65)")
         ax.set_xticks([i + 0.4 - w / 2 for i in range(len(shapes))], [f"d={d} E={e}" for d, e in shapes])
         ax.set_ylabel("tokens/s ÷ dense FFN of equal active params")
-        ax.set_title("MoE layer fwd+bwd, bf16, 16k tokens, k=2 (H100)")
+        gpu = sorted({getattr(p, "device", "") or "" for p in pts} - {""})
+        ax.set_title("MoE layer fwd+bwd, bf16, 16k tokens, k=2" + (f" ({', '.join(gpu)})" if gpu else ""), fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(docs / "moe_throughput.png", dpi=120)

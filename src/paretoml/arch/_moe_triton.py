@@ -35,11 +35,12 @@ _PREC = "ieee" if _INTERPRET else "tf32x3"  # the interpreter computes in fp32 n
 
 
 @triton.jit
-def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_ptr, cnt_ptr, zsum_ptr,
+def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_ptr, cnt_ptr, zsum_ptr, hist_ptr,
                    T, D, E, stride_x, stride_w,
                    K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
     """One block of BT tokens: logits = x·Wᵀ (fp32), softmax, top-k, gates, and this block's
-    partial sums for the auxiliary losses (Σ probs per expert, top-1 counts, Σ lse²)."""
+    partial sums for the auxiliary losses (Σ probs per expert, top-1 counts, Σ lse²) and the
+    block's histogram of all k choices (for the dropless plan, `_plan_dispatch_kernel`)."""
     pid = tl.program_id(0)
     rt = pid * BT + tl.arange(0, BT)
     re = tl.arange(0, BE)
@@ -67,8 +68,10 @@ def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_
     # top-k, descending, ties to the lower expert id
     cur = tl.where(me[None, :], probs, -1.0)
     gsum = tl.zeros((BT,), dtype=tl.float32)
+    hist = tl.zeros((BE,), dtype=tl.int32)
     for i in tl.static_range(K):
         best = tl.argmax(cur, axis=1, tie_break_left=True)
+        hist += tl.sum((mt[:, None] & (re[None, :] == best[:, None])).to(tl.int32), axis=0)
         gval = tl.max(cur, axis=1)
         tl.store(expert_ptr + rt * K + i, best.to(tl.int64), mask=mt)
         tl.store(gate_ptr + rt * K + i, gval, mask=mt)
@@ -84,6 +87,7 @@ def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_
     tl.store(psum_ptr + pid * E + re, tl.sum(tl.where(m2, probs, 0.0), axis=0), mask=me)
     hit = mt[:, None] & (re[None, :] == top1[:, None])
     tl.store(cnt_ptr + pid * E + re, tl.sum(hit.to(tl.int32), axis=0), mask=me)
+    tl.store(hist_ptr + pid * E + re, hist, mask=me)
     tl.store(zsum_ptr + pid, tl.sum(tl.where(mt, lse * lse, 0.0), axis=0))
 
 
@@ -119,6 +123,38 @@ def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gpsu
     gl = p * (gp - tl.sum(gp * p, axis=1)[:, None])
     gl += (2.0 * tl.load(gz_ptr)) * lse[:, None] * p
     tl.store(glog_ptr + rt[:, None].to(tl.int64) * E + re[None, :], gl, mask=m2)
+
+
+@triton.jit
+def _plan_dispatch_kernel(expert_ptr, start_ptr, x_ptr, rows_ptr, slots_ptr, src_ptr, T, D, E, stride_x, stride_r,
+                          K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
+                          BD: tl.constexpr):
+    """Dropless plan and dispatch for one block of BT tokens (the router kernel's blocks).
+
+    start (B, E): the first row of expert e that this block fills (expert offset + rows of e in
+    earlier blocks). The rank of an assignment among the block's earlier assignments to the same
+    expert (token-major, then choice) comes from a cumulative sum over a one-hot matrix, so rows
+    end up grouped by expert in (token, choice) order: a stable sort by expert, without a sort."""
+    pid = tl.program_id(0)
+    rt = pid * BT + tl.arange(0, BT)
+    mt = rt < T
+    rj = tl.arange(0, KP)
+    m2 = mt[:, None] & (rj[None, :] < K)
+    e2 = tl.load(expert_ptr + rt[:, None] * K + rj[None, :], mask=m2, other=-1)  # (BT, KP)
+    re = tl.arange(0, BE)
+    onehot = (tl.reshape(e2, (BT * KP,))[:, None] == re[None, :]).to(tl.int32)  # (BT*KP, BE)
+    rank = tl.sum(tl.cumsum(onehot, axis=0) * onehot, axis=1) - 1  # -1 where the assignment is padding
+    start = tl.load(start_ptr + pid * E + tl.maximum(tl.reshape(e2, (BT * KP,)), 0))
+    slot2 = tl.reshape(tl.where(rank >= 0, start + rank, -1), (BT, KP))
+    tl.store(slots_ptr + rt[:, None] * K + rj[None, :], slot2.to(tl.int64), mask=m2)
+    tl.store(src_ptr + slot2, (rt[:, None] + 0 * rj[None, :]).to(tl.int64), mask=m2)
+    for d0 in range(0, D, BD):
+        rd = d0 + tl.arange(0, BD)
+        md = rd < D
+        xv = tl.load(x_ptr + rt[:, None].to(tl.int64) * stride_x + rd[None, :], mask=mt[:, None] & md[None, :])
+        for j in tl.static_range(K):
+            s = tl.sum(tl.where(rj[None, :] == j, slot2, 0), axis=1).to(tl.int64)
+            tl.store(rows_ptr + s[:, None] * stride_r + rd[None, :], xv, mask=mt[:, None] & md[None, :])
 
 
 @triton.jit
@@ -223,6 +259,9 @@ def _blocks(E: int) -> int:
     return max(16, triton.next_power_of_2(E))
 
 
+_BT = 64  # tokens per router block; the dropless plan kernel uses the router's blocks
+
+
 def router(x: torch.Tensor, w: torch.Tensor, k: int):
     """Router forward without autograd: x (T, d) bf16/fp16/fp32, w (E, d) fp32 → probs (T, E),
     lse (T,) (NaN on rows with a non-finite logit), expert (T, k) int64, gate (T, k) fp32 and
@@ -230,7 +269,7 @@ def router(x: torch.Tensor, w: torch.Tensor, k: int):
     T, D = x.shape
     E = w.shape[0]
     BE = _blocks(E)
-    BT = 64
+    BT = _BT
     nb = triton.cdiv(T, BT)
     f32 = dict(device=x.device, dtype=torch.float32)
     probs, lse = torch.empty(T, E, **f32), torch.empty(T, **f32)
@@ -238,9 +277,10 @@ def router(x: torch.Tensor, w: torch.Tensor, k: int):
     gate = torch.empty(T, k, **f32)
     psum, zsum = torch.empty(nb, E, **f32), torch.empty(nb, **f32)
     cnt = torch.empty(nb, E, device=x.device, dtype=torch.int32)
-    _router_kernel[(nb,)](x, w, probs, lse, expert, gate, psum, cnt, zsum, T, D, E, x.stride(0), w.stride(0),
+    hist = torch.empty(nb, E, device=x.device, dtype=torch.int32)
+    _router_kernel[(nb,)](x, w, probs, lse, expert, gate, psum, cnt, zsum, hist, T, D, E, x.stride(0), w.stride(0),
                           K=k, BT=BT, BE=BE, BD=64, PREC=_PREC, num_warps=4)
-    return probs, lse, expert, gate, psum, cnt, zsum
+    return probs, lse, expert, gate, psum, cnt, zsum, hist
 
 
 def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -251,28 +291,42 @@ def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 class _RouteDispatch(torch.autograd.Function):
     """(x, W) → rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (), and non-differentiable
-    top-1 counts (E,) and slots (T, k). Which row each (token, choice) takes is decided by
-    `plan_fn(gate, expert, probs, lse)` (the layer's capacity rule); gradients reach x and W
-    through the rows and through the router outputs, and meet in one kernel in backward."""
+    top-1 counts (E,), slots (T, k), src (N,) and rows per expert (E,).
+
+    Which row each (token, choice) takes is decided by `plan_fn(gate, expert, probs, lse)` (the
+    layer's capacity rule, in torch) or, when it returns None (dropless), by
+    `_plan_dispatch_kernel` from the router's per-block histograms. Gradients reach x and W
+    through the rows and the router outputs and meet in one kernel in backward."""
 
     @staticmethod
     def forward(ctx, x, w, k, plan_fn):
-        probs, lse, expert, gate, psum, cnt, zsum = router(x, w, k)
+        probs, lse, expert, gate, psum, cnt, zsum, hist = router(x, w, k)
         plan = plan_fn(gate, expert, probs, lse)
-        slots = plan.slots.contiguous()
         T, D = x.shape
-        rows = x.new_empty(plan.src.numel(), D)
-        BT, BD = 32, min(128, triton.next_power_of_2(max(D, 16)))
-        _dispatch_kernel[(triton.cdiv(T, BT), triton.cdiv(D, BD))](
-            x, slots, rows, T, D, x.stride(0), rows.stride(0), K=k, BT=BT, BD=BD, num_warps=4)
+        E = w.shape[0]
+        BD = min(128, triton.next_power_of_2(max(D, 16)))
+        if plan is None:  # dropless: plan and dispatch in one kernel, no sort
+            counts = hist.sum(0, dtype=torch.int64)
+            start = (torch.cumsum(hist, 0, dtype=torch.int64) - hist + (torch.cumsum(counts, 0) - counts)).to(torch.int32)
+            rows = x.new_empty(T * k, D)
+            slots = torch.empty(T, k, device=x.device, dtype=torch.int64)
+            src = torch.empty(T * k, device=x.device, dtype=torch.int64)
+            _plan_dispatch_kernel[(hist.shape[0],)](
+                expert, start, x, rows, slots, src, T, D, E, x.stride(0), rows.stride(0),
+                K=k, KP=triton.next_power_of_2(k), BT=_BT, BE=_blocks(E), BD=BD, num_warps=4)
+        else:
+            slots, src, counts = plan.slots.contiguous(), plan.src, plan.counts
+            rows = x.new_empty(src.numel(), D)
+            _dispatch_kernel[(triton.cdiv(T, 32), triton.cdiv(D, BD))](
+                x, slots, rows, T, D, x.stride(0), rows.stride(0), K=k, BT=32, BD=BD, num_warps=4)
         ctx.save_for_backward(x, w, slots, probs, lse, expert, gate)
         ctx.n_rows = rows.shape[0]
-        counts = cnt.sum(0)
-        ctx.mark_non_differentiable(counts, slots)
-        return rows, gate, psum.sum(0), zsum.sum(), counts, slots
+        top1 = cnt.sum(0)
+        ctx.mark_non_differentiable(top1, slots, src, counts)
+        return rows, gate, psum.sum(0), zsum.sum(), top1, slots, src, counts
 
     @staticmethod
-    def backward(ctx, g_rows, g_gate, g_psum, g_zsum, _g_counts, _g_slots):
+    def backward(ctx, g_rows, g_gate, g_psum, g_zsum, *_non_differentiable):
         x, w, slots, probs, lse, expert, gate = ctx.saved_tensors
         T, D = x.shape
         E = w.shape[0]
@@ -306,16 +360,10 @@ class _RouteDispatch(torch.autograd.Function):
 
 def route_dispatch(x: torch.Tensor, w: torch.Tensor, k: int, plan_fn):
     """Router and dispatch in one autograd node. x (T, d), w (E, d) fp32; `plan_fn(gate, expert,
-    probs, lse)` returns the layer's plan (with `slots` (T, k) and `src` (N,)).
-    Returns (rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (), top-1 counts (E,), plan)."""
-    holder = {}
-
-    def keep(*args):
-        holder["plan"] = plan_fn(*args)
-        return holder["plan"]
-
-    rows, gate, psum, zsum, counts, _ = _RouteDispatch.apply(x.contiguous(), w.contiguous(), k, keep)
-    return rows, gate, psum, zsum, counts, holder["plan"]
+    probs, lse)` returns the layer's plan (with `slots` (T, k), `src` (N,), `counts` (E,)) or None
+    for the dropless kernel plan. Returns (rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (),
+    top-1 counts (E,), slots, src, counts)."""
+    return _RouteDispatch.apply(x.contiguous(), w.contiguous(), k, plan_fn)
 
 
 class _Combine(torch.autograd.Function):

@@ -483,10 +483,21 @@ class MoE(nn.Module):
             if isinstance(r, BatchPriorityRouter):
                 prio = probs.gather(1, expert[:, :1]).squeeze(1)  # the token's top routing weight
                 return _token_choice_plan(gate, expert, E, _capacity(r.capacity_ratio, T, r.k, E), prio)
-            cap = None if r.capacity_factor is None else _capacity(r.capacity_factor, T, r.k, E)
-            return _token_choice_plan(gate, expert, E, cap, None)
+            if r.capacity_factor is None:
+                return None  # dropless: the kernels plan and dispatch in one pass
+            return _token_choice_plan(gate, expert, E, _capacity(r.capacity_factor, T, r.k, E), None)
 
-        rows, gate, psum, zsum, top1, plan = _moe_triton.route_dispatch(x, self.gate, r.k, plan_fn)
+        plan = None
+
+        def keep(*args):
+            nonlocal plan
+            plan = plan_fn(*args)
+            return plan
+
+        rows, gate, psum, zsum, top1, slots, src, counts = _moe_triton.route_dispatch(x, self.gate, r.k, keep)
+        if plan is None:
+            zero = torch.zeros((), dtype=torch.long, device=x.device)
+            plan = _Plan(src, None, counts, slots, None, zero, zero)
         plan.gate = gate  # differentiable: the gates train the router
         bal = E * (top1.float() / T * (psum / T)).sum()
         return plan, rows, bal, zsum / T

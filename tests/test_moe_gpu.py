@@ -85,7 +85,7 @@ def test_fused_router_is_fp32_accurate(E):
     w = torch.randn(E, 1024, device="cuda") * 0.05
     logits = x.double() @ w.double().t()
     ref_p = logits.softmax(-1)
-    probs, lse, expert, gate, psum, cnt, zsum = _moe_triton.router(x, w, 2)
+    probs, lse, expert, gate, psum, cnt, zsum, hist = _moe_triton.router(x, w, 2)
     assert (probs.double() - ref_p).abs().max().item() < 2e-6
     assert (lse.double() - torch.logsumexp(logits, -1)).abs().max().item() < 2e-5
     top = ref_p.topk(3, -1)
@@ -96,6 +96,7 @@ def test_fused_router_is_fp32_accurate(E):
     assert (gate[clear].double() - ref_g[clear]).abs().max().item() < 2e-6
     assert (psum.sum(0).double() - ref_p.sum(0)).abs().max().item() < 1e-3
     assert torch.equal(cnt.sum(0).long().cpu(), torch.bincount(expert[:, 0].cpu(), minlength=E))
+    assert torch.equal(hist.sum(0).long().cpu(), torch.bincount(expert.reshape(-1).cpu(), minlength=E))
     assert abs(zsum.sum().item() - torch.logsumexp(logits, -1).pow(2).sum().item()) < 1e-2
 
 

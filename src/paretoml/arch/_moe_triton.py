@@ -1,16 +1,25 @@
 """Triton kernels for the MoE layer's router and data movement (token-choice rules, CUDA).
 
-Imported only when an `MoE` layer runs a token-choice router on a CUDA device; never at
-`import paretoml`. The expert matmuls stay with the grouped GEMM; these kernels replace the
-elementwise work around them, each one pass over the data:
+Imported only when an `MoE` layer runs a token-choice router on a CUDA device (or under
+TRITON_INTERPRET=1); never at `import paretoml`. The expert matmuls stay with the grouped GEMM;
+these kernels replace the elementwise work around them, each one pass over its data:
 
-  * `_router_kernel`: logits = x · Wᵀ in fp32 without materialising an fp32 copy of x.
-    The dot runs as "tf32x3" on tensor cores: a bf16/fp16 activation is exact in tf32 and the
-    fp32 weight is split into two tf32 parts, so the products equal the fp32 ones to ~2⁻²².
-  * `_dispatch_kernel`: rows[slots[t, j]] = x[t] (each token read once, written k times).
+  * `_router_kernel`: per block of tokens, logits = x · Wᵀ in fp32 without an fp32 copy of x,
+    then softmax, top-k, the gates (renormalised for k > 1), and the block's partial sums for
+    the balance and z-losses and its histogram of choices. The dot runs as "tf32x3" on tensor
+    cores: a bf16/fp16 activation is exact in tf32 and the fp32 weight is split in two tf32
+    parts, so the products match fp32 to ~2⁻²².
+  * `_plan_dispatch_kernel` (dropless): each token's row = the expert's offset + the rows that
+    expert got in earlier blocks + the assignment's rank in its block (a cumulative sum over a
+    one-hot matrix), which is the order a stable sort by expert would give; the same kernel
+    copies x into the rows. `_dispatch_kernel` copies along a plan made in torch (capacity).
   * `_combine_kernel`: y[t] = Σⱼ w[t, j] · rows[slots[t, j]], fp32 accumulation.
   * `_combine_bwd_kernel`: grows[slots[t, j]] = w[t, j] · g[t] and gw[t, j] = ⟨g[t], rows[slots[t, j]]⟩
     in one sweep (no (T, k, d) temporaries).
+  * `_finalize_kernel`: one program reduces the router blocks' partial sums into the weighted
+    aux loss, its two parts and, dropless, the rows per expert, the grouped matmul's offsets and
+    each block's first row per expert (replacing a dozen small torch kernels).
+  * `_router_bwd_kernel`: d loss / d logits from the gates' gradients and the aux loss's.
   * `_dispatch_bwd_kernel`: gx[t] = Σⱼ grows[slots[t, j]] + glogits[t] · W (the router's input
     gradient fused into the same pass, so x gets one gradient tensor, not a sum of two).
   * `_router_dw_kernel`: gW = glogitsᵀ · x, split over token ranges into fp32 partials summed
@@ -92,9 +101,51 @@ def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_
 
 
 @triton.jit
-def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gpsum_ptr, gz_ptr, glog_ptr, T, E,
-                       K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr):
-    """d loss / d logits from the gradients of the gates, of Σ probs per expert and of Σ lse²."""
+def _finalize_kernel(psum_ptr, cnt_ptr, zsum_ptr, hist_ptr, start_ptr, counts_ptr, offs_ptr, top1_ptr, out_ptr,
+                     NB, E, T_f, bal_w, z_w, DROPLESS: tl.constexpr, BB: tl.constexpr, BE: tl.constexpr):
+    """One program: reduce the router blocks' partial sums into top-1 counts (E,), the losses
+    out = (w_b·bal + w_z·z, bal, z); when dropless also rows per expert (E,), the grouped
+    matmul's end offsets (E,) int32 and each block's first row per expert, start (NB, E)."""
+    re = tl.arange(0, BE)
+    me = re < E
+    psum = tl.zeros((BE,), dtype=tl.float32)
+    top1 = tl.zeros((BE,), dtype=tl.int32)
+    tot = tl.zeros((BE,), dtype=tl.int32)
+    zs = tl.zeros((BB,), dtype=tl.float32)
+    for b0 in range(0, NB, BB):
+        rb = b0 + tl.arange(0, BB)
+        mb = rb < NB
+        m2 = mb[:, None] & me[None, :]
+        psum += tl.sum(tl.load(psum_ptr + rb[:, None] * E + re[None, :], mask=m2, other=0.0), axis=0)
+        top1 += tl.sum(tl.load(cnt_ptr + rb[:, None] * E + re[None, :], mask=m2, other=0), axis=0)
+        zs += tl.load(zsum_ptr + rb, mask=mb, other=0.0)
+        if DROPLESS:
+            tot += tl.sum(tl.load(hist_ptr + rb[:, None] * E + re[None, :], mask=m2, other=0), axis=0)
+    bal = E * tl.sum((top1.to(tl.float32) / T_f) * (psum / T_f), axis=0)
+    z = tl.sum(zs, axis=0) / T_f
+    tl.store(out_ptr, bal_w * bal + z_w * z)
+    tl.store(out_ptr + 1, bal)
+    tl.store(out_ptr + 2, z)
+    tl.store(top1_ptr + re, top1, mask=me)
+    if DROPLESS:
+        end = tl.cumsum(tot, axis=0)
+        tl.store(counts_ptr + re, tot.to(tl.int64), mask=me)
+        tl.store(offs_ptr + re, end, mask=me)
+        run = end - tot
+        for b0 in range(0, NB, BB):
+            rb = b0 + tl.arange(0, BB)
+            m2 = (rb < NB)[:, None] & me[None, :]
+            h = tl.load(hist_ptr + rb[:, None] * E + re[None, :], mask=m2, other=0)
+            tl.store(start_ptr + rb[:, None] * E + re[None, :], run[None, :] + tl.cumsum(h, axis=0) - h, mask=m2)
+            run += tl.sum(h, axis=0)
+
+
+@triton.jit
+def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gaux_ptr, top1_ptr, glog_ptr, T, E,
+                       coef_bal, coef_z, K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr):
+    """d loss / d logits from the gates' gradients and the aux loss's:
+    aux = w_b·E·Σₑ fₑ·Pₑ + w_z·mean(lse²) with fₑ = top1ₑ/T (constant), Pₑ = Σₜ pₜₑ/T, so
+    d aux/d pₜₑ = coef_bal·top1ₑ (coef_bal = w_b·E/T²) and d aux/d logitsₜ = coef_z·2·lseₜ·pₜ."""
     rt = tl.program_id(0) * BT + tl.arange(0, BT)
     re = tl.arange(0, BE)
     mt = rt < T
@@ -102,7 +153,9 @@ def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gpsu
     m2 = mt[:, None] & me[None, :]
     p = tl.load(probs_ptr + rt[:, None].to(tl.int64) * E + re[None, :], mask=m2, other=0.0)
     lse = tl.load(lse_ptr + rt, mask=mt, other=0.0)
-    gp = tl.zeros((BT, BE), dtype=tl.float32) + tl.load(gpsum_ptr + re, mask=me, other=0.0)[None, :]
+    gaux = tl.load(gaux_ptr)
+    top1 = tl.load(top1_ptr + re, mask=me, other=0).to(tl.float32)
+    gp = tl.zeros((BT, BE), dtype=tl.float32) + (gaux * coef_bal * top1)[None, :]
     if K == 1:
         e0 = tl.load(expert_ptr + rt, mask=mt, other=0)
         g0 = tl.load(ggate_ptr + rt, mask=mt, other=0.0)
@@ -121,7 +174,7 @@ def _router_bwd_kernel(probs_ptr, lse_ptr, expert_ptr, gate_ptr, ggate_ptr, gpsu
             gi = tl.load(ggate_ptr + rt * K + i, mask=mt, other=0.0)
             gp += tl.where(re[None, :] == ei[:, None], ((gi - gdot) * inv)[:, None], 0.0)
     gl = p * (gp - tl.sum(gp * p, axis=1)[:, None])
-    gl += (2.0 * tl.load(gz_ptr)) * lse[:, None] * p
+    gl += (2.0 * gaux * coef_z) * lse[:, None] * p
     tl.store(glog_ptr + rt[:, None].to(tl.int64) * E + re[None, :], gl, mask=m2)
 
 
@@ -290,55 +343,66 @@ def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 class _RouteDispatch(torch.autograd.Function):
-    """(x, W) → rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (), and non-differentiable
-    top-1 counts (E,), slots (T, k), src (N,) and rows per expert (E,).
+    """(x, W) → rows (N, d), gate (T, k), aux (the weighted balance + z-loss, a scalar), and
+    non-differentiable stats (balance loss, z-loss, top-1 counts), slots (T, k), src (N,), rows
+    per expert (E,) and, dropless, the grouped matmul's end offsets (E,) int32.
 
     Which row each (token, choice) takes is decided by `plan_fn(gate, expert, probs, lse)` (the
     layer's capacity rule, in torch) or, when it returns None (dropless), by
     `_plan_dispatch_kernel` from the router's per-block histograms. Gradients reach x and W
-    through the rows and the router outputs and meet in one kernel in backward."""
+    through the rows, the gates and the aux loss, and meet in one kernel in backward."""
 
     @staticmethod
-    def forward(ctx, x, w, k, plan_fn):
+    def forward(ctx, x, w, k, plan_fn, bal_w, z_w):
         probs, lse, expert, gate, psum, cnt, zsum, hist = router(x, w, k)
         plan = plan_fn(gate, expert, probs, lse)
         T, D = x.shape
         E = w.shape[0]
+        nb = hist.shape[0]
+        dev = x.device
         BD = min(128, triton.next_power_of_2(max(D, 16)))
-        if plan is None:  # dropless: plan and dispatch in one kernel, no sort
-            counts = hist.sum(0, dtype=torch.int64)
-            start = (torch.cumsum(hist, 0, dtype=torch.int64) - hist + (torch.cumsum(counts, 0) - counts)).to(torch.int32)
+        dropless = plan is None
+        top1 = torch.empty(E, device=dev, dtype=torch.int32)
+        out = torch.empty(3, device=dev, dtype=torch.float32)
+        start = torch.empty(nb, E, device=dev, dtype=torch.int32) if dropless else top1
+        counts = torch.empty(E, device=dev, dtype=torch.int64) if dropless else plan.counts
+        offs = torch.empty(E, device=dev, dtype=torch.int32) if dropless else None
+        _finalize_kernel[(1,)](psum, cnt, zsum, hist, start, counts, offs if dropless else top1, top1, out,
+                               nb, E, float(T), float(bal_w), float(z_w), DROPLESS=dropless, BB=64,
+                               BE=_blocks(E), num_warps=4)
+        if dropless:  # plan and dispatch in one kernel, no sort
             rows = x.new_empty(T * k, D)
-            slots = torch.empty(T, k, device=x.device, dtype=torch.int64)
-            src = torch.empty(T * k, device=x.device, dtype=torch.int64)
-            _plan_dispatch_kernel[(hist.shape[0],)](
+            slots = torch.empty(T, k, device=dev, dtype=torch.int64)
+            src = torch.empty(T * k, device=dev, dtype=torch.int64)
+            _plan_dispatch_kernel[(nb,)](
                 expert, start, x, rows, slots, src, T, D, E, x.stride(0), rows.stride(0),
                 K=k, KP=triton.next_power_of_2(k), BT=_BT, BE=_blocks(E), BD=BD, num_warps=4)
         else:
-            slots, src, counts = plan.slots.contiguous(), plan.src, plan.counts
+            slots, src = plan.slots.contiguous(), plan.src
+            offs = torch.cumsum(counts, 0).to(torch.int32)
             rows = x.new_empty(src.numel(), D)
             _dispatch_kernel[(triton.cdiv(T, 32), triton.cdiv(D, BD))](
                 x, slots, rows, T, D, x.stride(0), rows.stride(0), K=k, BT=32, BD=BD, num_warps=4)
-        ctx.save_for_backward(x, w, slots, probs, lse, expert, gate)
+        ctx.save_for_backward(x, w, slots, probs, lse, expert, gate, top1)
         ctx.n_rows = rows.shape[0]
-        top1 = cnt.sum(0)
-        ctx.mark_non_differentiable(top1, slots, src, counts)
-        return rows, gate, psum.sum(0), zsum.sum(), top1, slots, src, counts
+        ctx.coef = (float(bal_w) * E / (T * T), float(z_w) / T)
+        aux, bal, z = out[0], out[1], out[2]
+        ctx.mark_non_differentiable(bal, z, top1, slots, src, counts, offs)
+        return rows, gate, aux, bal, z, top1, slots, src, counts, offs
 
     @staticmethod
-    def backward(ctx, g_rows, g_gate, g_psum, g_zsum, *_non_differentiable):
-        x, w, slots, probs, lse, expert, gate = ctx.saved_tensors
+    def backward(ctx, g_rows, g_gate, g_aux, *_non_differentiable):
+        x, w, slots, probs, lse, expert, gate, top1 = ctx.saved_tensors
         T, D = x.shape
         E = w.shape[0]
         K = slots.shape[1]
         BE = _blocks(E)
         f32 = dict(device=x.device, dtype=torch.float32)
         g_gate = torch.zeros(T, K, **f32) if g_gate is None else g_gate.float().contiguous()
-        g_psum = torch.zeros(E, **f32) if g_psum is None else g_psum.float().contiguous()
-        g_zsum = torch.zeros((), **f32) if g_zsum is None else g_zsum.float()
+        g_aux = torch.zeros((), **f32) if g_aux is None else g_aux.float()
         glog = torch.empty(T, E, **f32)
-        _router_bwd_kernel[(triton.cdiv(T, 64),)](probs, lse, expert, gate, g_gate, g_psum, g_zsum, glog, T, E,
-                                                   K=K, BT=64, BE=BE, num_warps=4)
+        _router_bwd_kernel[(triton.cdiv(T, 64),)](probs, lse, expert, gate, g_gate, g_aux, top1, glog, T, E,
+                                                   ctx.coef[0], ctx.coef[1], K=K, BT=64, BE=BE, num_warps=4)
         g_rows = x.new_zeros(ctx.n_rows, D) if g_rows is None else g_rows.contiguous()
         gx = torch.empty_like(x)
         BT, BD = 64, min(64 if BE > 32 else 128, triton.next_power_of_2(max(D, 16)))
@@ -355,15 +419,15 @@ class _RouteDispatch(torch.autograd.Function):
             _router_dw_kernel[(triton.cdiv(D, BDw), splits)](
                 glog, x, part, T, D, E, t_per, x.stride(0), BT=BTw, BE=BE, BD=BDw, PREC=_PREC, num_warps=8)
             gw = part.sum(0)
-        return gx, gw, None, None
+        return gx, gw, None, None, None, None
 
 
-def route_dispatch(x: torch.Tensor, w: torch.Tensor, k: int, plan_fn):
+def route_dispatch(x: torch.Tensor, w: torch.Tensor, k: int, plan_fn, balance_weight: float, z_loss_weight: float):
     """Router and dispatch in one autograd node. x (T, d), w (E, d) fp32; `plan_fn(gate, expert,
     probs, lse)` returns the layer's plan (with `slots` (T, k), `src` (N,), `counts` (E,)) or None
-    for the dropless kernel plan. Returns (rows (N, d), gate (T, k), Σₜ probs (E,), Σₜ lse² (),
-    top-1 counts (E,), slots, src, counts)."""
-    return _RouteDispatch.apply(x.contiguous(), w.contiguous(), k, plan_fn)
+    for the dropless kernel plan. Returns (rows (N, d), gate (T, k), aux, balance loss, z-loss,
+    top-1 counts, slots, src, counts, grouped-matmul end offsets (E,) int32)."""
+    return _RouteDispatch.apply(x.contiguous(), w.contiguous(), k, plan_fn, balance_weight, z_loss_weight)
 
 
 class _Combine(torch.autograd.Function):

@@ -472,7 +472,7 @@ class MoE(nn.Module):
         return ok
 
     def _route_fused(self, x: torch.Tensor):
-        """Router + dispatch through `_moe_triton`: (plan, rows, balance loss, z-loss)."""
+        """Router + dispatch through `_moe_triton`: (plan, rows, aux, balance loss, z-loss, offsets)."""
         from paretoml.arch import _moe_triton
 
         r = self.router
@@ -494,13 +494,13 @@ class MoE(nn.Module):
             plan = plan_fn(*args)
             return plan
 
-        rows, gate, psum, zsum, top1, slots, src, counts = _moe_triton.route_dispatch(x, self.gate, r.k, keep)
+        rows, gate, aux, bal, zl, _, slots, src, counts, offs = _moe_triton.route_dispatch(
+            x, self.gate, r.k, keep, self.balance_weight, self.z_loss_weight)
         if plan is None:
             zero = torch.zeros((), dtype=torch.long, device=x.device)
             plan = _Plan(src, None, counts, slots, None, zero, zero)
         plan.gate = gate  # differentiable: the gates train the router
-        bal = E * (top1.float() / T * (psum / T)).sum()
-        return plan, rows, bal, zsum / T
+        return plan, rows, aux, bal, zl, offs
 
     def _aux(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(balance loss E * sum_e f_e P_e, z-loss mean(logsumexp^2)); 0 with no tokens."""
@@ -515,8 +515,9 @@ class MoE(nn.Module):
         return E * (f * probs.mean(0)).sum(), zl
 
     # -- experts --------------------------------------------------------------------------
-    def _experts(self, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """rows (N, d) grouped by local expert with `counts` (E_local,) → (N, d)."""
+    def _experts(self, rows: torch.Tensor, counts: torch.Tensor, offs: torch.Tensor | None = None) -> torch.Tensor:
+        """rows (N, d) grouped by local expert with `counts` (E_local,) → (N, d); `offs`: the
+        groups' end offsets as int32 if already known."""
         w_up, w_down = self.w_up.to(rows.dtype), self.w_down.to(rows.dtype)
         backend = self.backend
         if backend == "auto":
@@ -527,7 +528,8 @@ class MoE(nn.Module):
             mm = grouped_mm_fn()
             if mm is None:
                 raise RuntimeError("MoE: backend='grouped' but this torch build has no grouped_mm; use 'auto'")
-            offs = torch.cumsum(counts, 0).to(torch.int32)
+            if offs is None:
+                offs = torch.cumsum(counts, 0).to(torch.int32)
             h = F.gelu(mm(rows, w_up, offs=offs), approximate="tanh")
             return mm(h, w_down, offs=offs)
         if backend == "loop":
@@ -587,13 +589,15 @@ class MoE(nn.Module):
         xt = x.reshape(-1, self.d_model)  # (T, d)
         tids = self._token_task_ids(task_ids, shape) if isinstance(r, TaskRouter) else None
         fused = self._use_fused(xt)
+        offs = None
         if fused:
-            plan, rows, bal, zl = self._route_fused(xt)
+            plan, rows, aux, bal, zl, offs = self._route_fused(xt)
         else:
             plan, logits, probs = self._route(xt, tids)
             rows = xt.index_select(0, plan.src) if plan.slots is None else _Dispatch.apply(xt, plan.src, plan.slots)
             bal, zl = self._aux(logits, probs)
-        rows = self._exchange(rows, plan.counts) if self.world > 1 else self._experts(rows, plan.counts)
+            aux = self.balance_weight * bal + self.z_loss_weight * zl
+        rows = self._exchange(rows, plan.counts) if self.world > 1 else self._experts(rows, plan.counts, offs)
         if plan.slots is None:  # expert choice: a token may have 0…E rows, so scatter-add
             y = torch.zeros_like(xt).index_add(0, plan.src, rows * plan.weight.to(rows.dtype).unsqueeze(-1))
         elif fused:
@@ -602,7 +606,6 @@ class MoE(nn.Module):
             y = _moe_triton.combine(rows, plan.gate, plan.slots)
         else:
             y = _Combine.apply(rows, plan.gate, plan.slots, plan.order)
-        aux = self.balance_weight * bal + self.z_loss_weight * zl
         stats = {"load": plan.counts.detach(), "dropped_tokens": plan.dropped_tokens,
                  "dropped_assignments": plan.dropped_assignments, "balance_loss": bal.detach(),
                  "z_loss": zl.detach()}

@@ -47,6 +47,19 @@ def test_moe_gpu_bf16_matches_fp64_loop(router, backend, dispatch):
     assert _rel(moe.gate.grad, ref.gate.grad) < 5e-2
 
 
+def _without_near_ties(moe, x, k, gap=1e-4):
+    """Redraw the rows whose k-th and (k+1)-th router logits (float64) are within `gap`: the two
+    paths compute the logits with different fp32 rounding, so only such rows may route apart."""
+    for _ in range(20):
+        logits = x.to(moe.w_up.dtype).double() @ moe.gate.double().t()
+        top = logits.topk(min(k + 1, logits.shape[1]), -1).values
+        near = (top[:, :-1] - top[:, 1:]).min(-1).values < gap
+        if not near.any():
+            return x
+        x[near] = torch.randn_like(x[near])
+    raise AssertionError("could not draw rows without near-ties")
+
+
 @needs_cuda
 @pytest.mark.parametrize("router", [TopKRouter(k=2, capacity_factor=None), TopKRouter(k=1, capacity_factor=1.25),
                                     BatchPriorityRouter(k=2, capacity_ratio=0.5)])
@@ -57,7 +70,7 @@ def test_fused_dispatch_matches_torch_dispatch(router, dtype):
     torch.manual_seed(1)
     E, d = 64, 320  # d not a multiple of the kernels' blocks; E > 32 takes the wide-router tiles
     moe = MoE(d, 256, E, router, backend="padded", dtype=dtype).cuda()
-    x = torch.randn(3001, d, device="cuda", dtype=dtype, requires_grad=True)
+    x = _without_near_ties(moe, torch.randn(3001, d, device="cuda"), router.k).to(dtype).requires_grad_()
     g = torch.randn_like(x)
     res = {}
     for dispatch in ("torch", "fused"):
@@ -98,6 +111,22 @@ def test_fused_router_is_fp32_accurate(E):
     assert torch.equal(cnt.sum(0).long().cpu(), torch.bincount(expert[:, 0].cpu(), minlength=E))
     assert torch.equal(hist.sum(0).long().cpu(), torch.bincount(expert.reshape(-1).cpu(), minlength=E))
     assert abs(zsum.sum().item() - torch.logsumexp(logits, -1).pow(2).sum().item()) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fused_router_weight_gradient_is_fp32_accurate(dtype):
+    """glogitsᵀ · x for the fp32 router weight: bf16 inputs take three bf16 parts of glogits on
+    bf16 tensor cores, the others tf32x3; both must match float64 to fp32 accuracy."""
+    from paretoml.arch import _moe_triton
+
+    torch.manual_seed(4)
+    x = torch.randn(5000, 1024, device="cuda").to(dtype)
+    glog = torch.randn(5000, 64, device="cuda") * torch.logspace(-6, 0, 64, device="cuda")
+    ref = glog.double().t() @ x.double()
+    got = _moe_triton._router_dw(glog, x)
+    scale = glog.double().abs().t() @ x.double().abs()  # error bound scale of each entry
+    assert ((got.double() - ref).abs() / scale).max().item() < 1e-6
 
 
 @needs_cuda

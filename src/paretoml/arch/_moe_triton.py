@@ -44,9 +44,20 @@ _PREC = "ieee" if _INTERPRET else "tf32x3"  # the interpreter computes in fp32 n
 
 
 @triton.jit
+def _split3(v):
+    """fp32 → three bf16 parts whose sum is v to ~2⁻²⁴ relative (8 + 8 + 8 mantissa bits)."""
+    hi = v.to(tl.bfloat16)
+    r = v - hi.to(tl.float32)
+    mid = r.to(tl.bfloat16)
+    lo = (r - mid.to(tl.float32)).to(tl.bfloat16)
+    return hi, mid, lo
+
+
+@triton.jit
 def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_ptr, cnt_ptr, zsum_ptr, hist_ptr,
                    T, D, E, stride_x, stride_w,
-                   K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+                   K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                   X_BF16: tl.constexpr):
     """One block of BT tokens: logits = x·Wᵀ (fp32), softmax, top-k, gates, and this block's
     partial sums for the auxiliary losses (Σ probs per expert, top-1 counts, Σ lse²) and the
     block's histogram of all k choices (for the dropless plan, `_plan_dispatch_kernel`)."""
@@ -60,9 +71,15 @@ def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_
         rd = d0 + tl.arange(0, BD)
         md = rd < D
         xt = tl.load(x_ptr + rt[:, None].to(tl.int64) * stride_x + rd[None, :],
-                     mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
+                     mask=mt[:, None] & md[None, :], other=0.0)
         wt = tl.load(w_ptr + re[None, :] * stride_w + rd[:, None], mask=me[None, :] & md[:, None], other=0.0)
-        acc = tl.dot(xt, wt, acc, input_precision=PREC)
+        if X_BF16:  # bf16 × (three bf16 parts of the fp32 weight): exact products, fp32 sums
+            w_hi, w_mid, w_lo = _split3(wt)
+            acc = tl.dot(xt, w_hi, acc)
+            acc = tl.dot(xt, w_mid, acc)
+            acc = tl.dot(xt, w_lo, acc)
+        else:
+            acc = tl.dot(xt.to(tl.float32), wt, acc, input_precision=PREC)
     # softmax over the E valid columns; a row with a non-finite logit gets lse = NaN (checked on the host)
     bad = tl.max(tl.where(me[None, :] & ((acc != acc) | (tl.abs(acc) == float("inf"))), 1, 0), axis=1)
     logits = tl.where(me[None, :], acc, float("-inf"))
@@ -227,13 +244,15 @@ def _dispatch_kernel(x_ptr, slots_ptr, rows_ptr, T, D, stride_x, stride_r,
 def _dispatch_bwd_kernel(grows_ptr, slots_ptr, glog_ptr, w_ptr, gx_ptr, T, D, E,
                          stride_r, stride_w, stride_gx,
                          K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr,
-                         PREC: tl.constexpr):
+                         PREC: tl.constexpr, D_STEP: tl.constexpr):
+    """grid (T/BT, D/D_STEP): each program covers D_STEP columns in chunks of BD."""
     rt = tl.program_id(0) * BT + tl.arange(0, BT)
     mt = rt < T
     re = tl.arange(0, BE)
     me = re < E
     gl = tl.load(glog_ptr + rt[:, None].to(tl.int64) * E + re[None, :], mask=mt[:, None] & me[None, :], other=0.0)
-    for d0 in range(0, D, BD):
+    d_lo = tl.program_id(1) * D_STEP
+    for d0 in range(d_lo, tl.minimum(d_lo + D_STEP, D), BD):
         rd = d0 + tl.arange(0, BD)
         md = rd < D
         wv = tl.load(w_ptr + re[:, None] * stride_w + rd[None, :], mask=me[:, None] & md[None, :], other=0.0)
@@ -248,7 +267,8 @@ def _dispatch_bwd_kernel(grows_ptr, slots_ptr, glog_ptr, w_ptr, gx_ptr, T, D, E,
 
 @triton.jit
 def _router_dw_kernel(glog_ptr, x_ptr, part_ptr, T, D, E, T_PER, stride_x,
-                      BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+                      BT: tl.constexpr, BE: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr,
+                      X_BF16: tl.constexpr):
     rd = tl.program_id(0) * BD + tl.arange(0, BD)
     split = tl.program_id(1)
     re = tl.arange(0, BE)
@@ -263,8 +283,14 @@ def _router_dw_kernel(glog_ptr, x_ptr, part_ptr, T, D, E, T_PER, stride_x,
         glt = tl.load(glog_ptr + rt[None, :].to(tl.int64) * E + re[:, None],
                       mask=mt[None, :] & me[:, None], other=0.0)  # (BE, BT)
         xv = tl.load(x_ptr + rt[:, None].to(tl.int64) * stride_x + rd[None, :],
-                     mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
-        acc = tl.dot(glt, xv, acc, input_precision=PREC)
+                     mask=mt[:, None] & md[None, :], other=0.0)
+        if X_BF16:
+            g_hi, g_mid, g_lo = _split3(glt)
+            acc = tl.dot(g_hi, xv, acc)
+            acc = tl.dot(g_mid, xv, acc)
+            acc = tl.dot(g_lo, xv, acc)
+        else:
+            acc = tl.dot(glt, xv.to(tl.float32), acc, input_precision=PREC)
     tl.store(part_ptr + split * E * D + re[:, None] * D + rd[None, :], acc, mask=me[:, None] & md[None, :])
 
 
@@ -287,25 +313,28 @@ def _combine_kernel(rows_ptr, slots_ptr, w_ptr, y_ptr, T, D, stride_r, stride_y,
 
 @triton.jit
 def _combine_bwd_kernel(g_ptr, rows_ptr, slots_ptr, w_ptr, grows_ptr, gw_ptr, T, D, stride_g, stride_r,
-                        K: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+                        K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
     rt = tl.program_id(0) * BT + tl.arange(0, BT)
     mt = rt < T
-    for j in tl.static_range(K):
-        s = tl.load(slots_ptr + rt * K + j, mask=mt, other=-1)
-        ms = s >= 0
-        wj = tl.load(w_ptr + rt * K + j, mask=mt, other=0.0).to(tl.float32)
-        dot = tl.zeros((BT,), dtype=tl.float32)
-        for d0 in range(0, D, BD):
-            rd = d0 + tl.arange(0, BD)
-            md = rd < D
-            g = tl.load(g_ptr + rt[:, None].to(tl.int64) * stride_g + rd[None, :],
-                        mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
-            m2 = ms[:, None] & md[None, :]
+    rj = tl.arange(0, KP)
+    mk = mt[:, None] & (rj[None, :] < K)
+    s2 = tl.load(slots_ptr + rt[:, None] * K + rj[None, :], mask=mk, other=-1)
+    w2 = tl.load(w_ptr + rt[:, None] * K + rj[None, :], mask=mk, other=0.0).to(tl.float32)
+    gw = tl.zeros((BT, KP), dtype=tl.float32)
+    for d0 in range(0, D, BD):
+        rd = d0 + tl.arange(0, BD)
+        md = rd < D
+        g = tl.load(g_ptr + rt[:, None].to(tl.int64) * stride_g + rd[None, :],
+                    mask=mt[:, None] & md[None, :], other=0.0).to(tl.float32)
+        for j in tl.static_range(K):
+            s = tl.sum(tl.where(rj[None, :] == j, s2, 0), axis=1)
+            wj = tl.sum(tl.where(rj[None, :] == j, w2, 0.0), axis=1)
+            m2 = (s >= 0)[:, None] & md[None, :]
             r = tl.load(rows_ptr + s[:, None] * stride_r + rd[None, :], mask=m2, other=0.0).to(tl.float32)
-            dot += tl.sum(g * r, axis=1)
+            gw += tl.where(rj[None, :] == j, tl.sum(g * r, axis=1)[:, None], 0.0)
             tl.store(grows_ptr + s[:, None] * stride_r + rd[None, :],
                      (wj[:, None] * g).to(grows_ptr.dtype.element_ty), mask=m2)
-        tl.store(gw_ptr + rt * K + j, dot, mask=mt)
+    tl.store(gw_ptr + rt[:, None] * K + rj[None, :], gw, mask=mk)
 
 
 def _blocks(E: int) -> int:
@@ -332,7 +361,7 @@ def router(x: torch.Tensor, w: torch.Tensor, k: int):
     cnt = torch.empty(nb, E, device=x.device, dtype=torch.int32)
     hist = torch.empty(nb, E, device=x.device, dtype=torch.int32)
     _router_kernel[(nb,)](x, w, probs, lse, expert, gate, psum, cnt, zsum, hist, T, D, E, x.stride(0), w.stride(0),
-                          K=k, BT=BT, BE=BE, BD=64, PREC=_PREC, num_warps=4)
+                          K=k, BT=BT, BE=BE, BD=64, PREC=_PREC, X_BF16=_bf16_dots(x), num_warps=4)
     return probs, lse, expert, gate, psum, cnt, zsum, hist
 
 
@@ -340,6 +369,27 @@ def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The fp32 logits the router kernel computes, recovered as log(probs) + lse (for tests)."""
     probs, lse, *_ = router(x, w, 1)
     return probs.log() + lse[:, None]
+
+
+def _bf16_dots(x: torch.Tensor) -> bool:
+    """bf16 activations: the router matmuls use three bf16 parts of the fp32 operand (exact
+    products on bf16 tensor cores); other dtypes, and the interpreter, use fp32/tf32x3 dots."""
+    return x.dtype == torch.bfloat16 and not _INTERPRET
+
+
+def _router_dw(glog: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """glogᵀ (E, T) · x (T, d) → (E, d) fp32, deterministic (token-range partials, then a sum)."""
+    T, D = x.shape
+    E = glog.shape[1]
+    BT, BD = 64, min(128, triton.next_power_of_2(max(D, 16)))
+    splits = max(1, min(32, triton.cdiv(T, 512)))
+    t_per = triton.cdiv(triton.cdiv(T, splits), BT) * BT
+    splits = triton.cdiv(T, t_per)
+    part = torch.empty(splits, E, D, device=x.device, dtype=torch.float32)
+    _router_dw_kernel[(triton.cdiv(D, BD), splits)](
+        glog, x, part, T, D, E, t_per, x.stride(0), BT=BT, BE=_blocks(E), BD=BD, PREC=_PREC,
+        X_BF16=_bf16_dots(x), num_warps=8)
+    return part.sum(0)
 
 
 class _RouteDispatch(torch.autograd.Function):
@@ -405,20 +455,17 @@ class _RouteDispatch(torch.autograd.Function):
                                                    ctx.coef[0], ctx.coef[1], K=K, BT=64, BE=BE, num_warps=4)
         g_rows = x.new_zeros(ctx.n_rows, D) if g_rows is None else g_rows.contiguous()
         gx = torch.empty_like(x)
-        BT, BD = 64, min(64 if BE > 32 else 128, triton.next_power_of_2(max(D, 16)))
-        _dispatch_bwd_kernel[(triton.cdiv(T, BT),)](
+        # the router's share of gx is rounded to x's dtype: for bf16/fp16, one tf32 pass is
+        # already finer than that rounding; fp32 inputs get the 3-pass fp32-accurate product
+        prec = _PREC if x.dtype == torch.float32 or _INTERPRET else "tf32"
+        BD = min(64 if BE > 32 else 128, triton.next_power_of_2(max(D, 16)))
+        BT, step = (64, D) if BE > 32 else (32, BD)  # wide E: the router rows are loaded once per token block
+        _dispatch_bwd_kernel[(triton.cdiv(T, BT), triton.cdiv(D, step))](
             g_rows, slots, glog, w, gx, T, D, E, g_rows.stride(0), w.stride(0), gx.stride(0),
-            K=K, BT=BT, BD=BD, BE=BE, PREC=_PREC, num_warps=4)
+            K=K, BT=BT, BD=BD, BE=BE, PREC=prec, D_STEP=step, num_warps=4)
         gw = None
         if ctx.needs_input_grad[1]:
-            BTw, BDw = 64, min(128, triton.next_power_of_2(max(D, 16)))
-            splits = max(1, min(32, triton.cdiv(T, 512)))
-            t_per = triton.cdiv(triton.cdiv(T, splits), BTw) * BTw
-            splits = triton.cdiv(T, t_per)
-            part = torch.empty(splits, E, D, **f32)
-            _router_dw_kernel[(triton.cdiv(D, BDw), splits)](
-                glog, x, part, T, D, E, t_per, x.stride(0), BT=BTw, BE=BE, BD=BDw, PREC=_PREC, num_warps=8)
-            gw = part.sum(0)
+            gw = _router_dw(glog, x)
         return gx, gw, None, None, None, None
 
 
@@ -452,7 +499,8 @@ class _Combine(torch.autograd.Function):
         gw = torch.empty(T, K, device=w.device, dtype=torch.float32)
         BT, BD = 16, min(256, triton.next_power_of_2(max(D, 16)))
         _combine_bwd_kernel[(triton.cdiv(T, BT),)](
-            g, rows, slots, w, grows, gw, T, D, g.stride(0), rows.stride(0), K=K, BT=BT, BD=BD, num_warps=4)
+            g, rows, slots, w, grows, gw, T, D, g.stride(0), rows.stride(0), K=K, KP=triton.next_power_of_2(K),
+            BT=BT, BD=BD, num_warps=4)
         return grows, gw.to(w.dtype), None
 
 

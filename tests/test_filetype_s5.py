@@ -48,7 +48,8 @@ def test_name_label_session5(path, label):
 
 def test_diff_needs_hunks_not_just_the_name():
     assert _verify("diff", Path("x.patch"), DIFF, "text/x-diff")
-    git = b"From 1234 Mon Sep 17 00:00:00 2001\nSubject: x\n---\ndiff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
+    git = (b"From 1234 Mon Sep 17 00:00:00 2001\nSubject: x\n---\ndiff --git a/f b/f\nindex 1..2 100644\n"
+           b"--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n")
     assert _verify("diff", Path("0001-x.patch"), git, "text/x-diff")
     assert not _verify("diff", Path("x.patch"), b"This patch series was dropped upstream.\n" * 3, "text/plain")
     assert not _verify("diff", Path("x.patch"), b"--- a/f\nno plus line here\n@@ -1 +1 @@\n" * 2, "text/plain")
@@ -80,7 +81,8 @@ def test_objective_c_refinement():
     objc = b"// Copyright\n\n#import <Foundation/Foundation.h>\n\n@implementation Foo\n@end\n"
     header = b"/* h */\nNS_ASSUME_NONNULL_BEGIN\n@interface Foo : NSObject\n@end\n"
     assert _refine_label("matlab", Path("/x/ios/Foo.m"), "text/x-objective-c", objc) == "objectivec"
-    assert _refine_label("matlab", Path("/x/octave/f.m"), "text/plain", b"function y = f(x)\n  y = x;\nend\n") == "matlab"
+    octave = b"function y = f(x)\n  y = x;\nend\n"
+    assert _refine_label("matlab", Path("/x/octave/f.m"), "text/plain", octave) == "matlab"
     assert _refine_label("c", Path("/x/ios/Foo.h"), "text/x-objective-c", header) == "objectivec"
     assert _refine_label("c", Path("/x/include/foo.h"), "text/x-c", b"#include <stdio.h>\nint f(void);\n") == "c"
     assert _refine_label("c", Path("/x/include/foo.h"), "text/x-c++", b"#include <vector>\nclass A {};\n") == "cpp"

@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
+_np = tuple(int(v) for v in __import__("numpy").__version__.split(".")[:2])
+if _np >= (2, 3):  # Triton 3.6's interpreter fails on numpy >= 2.3 ("only 0-dimensional arrays ...")
+    pytest.skip("Triton's CPU interpreter needs numpy < 2.3 (found " + __import__("numpy").__version__ + ")",
+                allow_module_level=True)
 
 SCRIPT = r"""
 import torch
@@ -62,7 +66,5 @@ def test_fused_kernels_match_torch_dispatch_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode and "numpy" in proc.stderr and "interpreter" in proc.stderr.lower():
-        pytest.skip(f"this triton's interpreter does not run with this numpy: {proc.stderr[-300:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok 8"

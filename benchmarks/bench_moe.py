@@ -204,11 +204,15 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
             except Exception as e:  # diagnostics only
                 print(f"profile failed: {e}", file=sys.stderr)
         dense_ms = results["dense_active"].median_ms
+        dense_graphed = results.get("dense_active_graphed")
         active_flops = 6 * T * k * 2 * d * h  # fwd+bwd matmul FLOPs of the active experts
         for name, (_, _, peer) in variants.items():
             lat = results.get(name)
             if lat is None:
                 continue
+            like = {}  # a graphed step against the graphed dense step: the like-for-like ratio
+            if name.endswith("_graphed") and dense_graphed is not None:
+                like = {"ratio_vs_dense_active_graphed": dense_graphed.median_ms / lat.median_ms}
             out.append(Point(
                 name=name, peer=peer,
                 config={"part": "throughput", "d_model": d, "d_hidden": h, "experts": E, "k": k, "tokens": T,
@@ -216,7 +220,7 @@ def throughput_points(device: str, tiny: bool) -> list[Point]:
                 quality={},
                 cost={"fwd_bwd_ms": lat.median_ms, "p10_ms": lat.p10_ms, "p90_ms": lat.p90_ms,
                       "tokens_per_s": T / (lat.median_ms / 1e3),
-                      "ratio_vs_dense_active": dense_ms / lat.median_ms,
+                      "ratio_vs_dense_active": dense_ms / lat.median_ms, **like,
                       "active_tflops": active_flops / (lat.median_ms / 1e3) / 1e12},
             ))
             print(f"d={d:5d} E={E:3d} {name:24s} {lat.median_ms:9.3f} ms  x{dense_ms / lat.median_ms:5.2f} of dense",

@@ -180,6 +180,14 @@ def prf(truth, pred, labels):
     return res
 
 
+def macro_f1_over(res: dict, labels) -> tuple[float, int]:
+    """Mean F1 of `prf` results over the given labels that have test files, and how many there are
+    (e.g. the types that both of our models and magika know, so a label one model lacks is left
+    out instead of counting as its miss)."""
+    f1 = [v["f1"] for k, v in res.items() if k in set(labels) and v["support"]]
+    return (float(np.mean(f1)) if f1 else float("nan")), len(f1)
+
+
 # ----------------------------------------------------------------------------- timing
 
 def files_per_s(tools, paths, rounds):
@@ -291,9 +299,7 @@ def main(argv=None):
             q["macro_f1_both_cover" + sfx] = float(np.mean([v["f1"] for v in r.values() if v["support"]]))
             q["n_types_both_cover" + sfx] = sum(1 for v in r.values() if v["support"])
             if common:
-                r_c = {k: v for k, v in r.items() if k in common and v["support"]}
-                q["macro_f1_common" + sfx] = float(np.mean([v["f1"] for v in r_c.values()]))
-                q["n_types_common" + sfx] = len(r_c)
+                q["macro_f1_common" + sfx], q["n_types_common" + sfx] = macro_f1_over(r, common)
             r_all = prf(truth, pr, sorted(ours_labels - set(GENERIC)))
             q["macro_f1_our_types" + sfx] = float(np.mean([v["f1"] for v in r_all.values() if v["support"]]))
             q["min_precision_our_types" + sfx] = float(min(v["precision"] for v in r_all.values() if v["predicted"]))

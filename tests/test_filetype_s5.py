@@ -167,3 +167,19 @@ def test_bench_session5_new_projects_and_common_types(tmp_path, load_bench):
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = bench.corpus_split(tmp_path, "test", tiny=False, new_only=True, session=5)
     assert sorted(p for p, _ in got) == ["/a", "/c", "/d", "/g"]
+
+
+def test_bench_macro_f1_over_common_types_leaves_out_unknown_labels(load_bench):
+    """The 'types all models know' macro-F1, by hand: python has 1 of its 2 files found and 1
+    false alarm (precision 1/2, recall 1/2, F1 1/2), json F1 = 1; swift (a type one model lacks)
+    and a label without test files are left out, not averaged in as zeros."""
+    bench = load_bench("bench_filetype")
+    truth = ["python", "python", "json", "swift", "c"]
+    pred = ["python", "c", "json", "txt", "python"]
+    res = bench.prf(truth, pred, ["python", "json", "swift", "yaml"])
+    assert res["python"]["precision"] == 0.5 and res["python"]["recall"] == 0.5
+    f1, n = bench.macro_f1_over(res, ["python", "json", "yaml"])
+    assert n == 2 and f1 == (0.5 + 1.0) / 2
+    f1_all, n_all = bench.macro_f1_over(res, ["python", "json", "swift", "yaml"])
+    assert n_all == 3 and abs(f1_all - 0.5) < 1e-12  # swift's miss counts only when it is in the list
+    assert bench.macro_f1_over(res, ["yaml"])[1] == 0

@@ -141,7 +141,10 @@ echo "'file://{pool}/$3_$v.debian.tar.xz' $3_$v.debian.tar.xz 99 SHA256:$s"
     corpus.fetch_debian_patches(["foo"], dest)  # already there: apt is not asked again
     assert calls.read_text() == ""
     out = tmp_path / "corpus"
+    (out / "debsrc" / "foo.partial" / "debian").mkdir(parents=True)  # left by an interrupted run
+    (out / "debsrc" / "foo.partial" / "debian" / "junk").write_bytes(b"half")
     corpus._unpack_patches(dest, out)
+    assert not (out / "debsrc" / "foo.partial").exists()
     got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert got == ["debsrc/foo/debian/patches/fix.patch", "debsrc/foo/debian/patches/no-ext"]  # no series, no rules
     assert {corpus._source_of(out / g, out, {}) for g in got} == {"debsrc:foo"}

@@ -613,6 +613,8 @@ def fetch_debian_patches(sources: list[str], dest: Path, timeout: float = 120) -
     import hashlib as _hl
     import urllib.request
 
+    from paretoml.frontier import atomic_write
+
     dest.mkdir(parents=True, exist_ok=True)
     todo = [p for p in dict.fromkeys(sources) if not list(dest.glob(f"{p}_*.debian.tar.xz"))]
     if not todo:
@@ -635,7 +637,7 @@ def fetch_debian_patches(sources: list[str], dest: Path, timeout: float = 120) -
                 log.warning("%s: %s", url, e)
                 continue
             if _hl.sha256(data).hexdigest() == sha:
-                (dest / name).write_bytes(data)
+                atomic_write(dest / name, data)  # a cut-off download never looks fetched
             else:
                 log.warning("%s: SHA-256 mismatch, skipped", url)
 
@@ -644,15 +646,22 @@ def _unpack_patches(debsrc: Path, out_dir: Path) -> None:
     """``debian/patches/*`` of each ``.debian.tar.xz`` in `debsrc` into OUT_DIR/debsrc/<source>/."""
     import tarfile
 
+    import shutil
+
     for tx in sorted(debsrc.glob("*.debian.tar.xz")):
         dest = out_dir / "debsrc" / tx.name.split("_")[0]
         if dest.exists():
             continue
-        dest.mkdir(parents=True)
+        # extract beside, then rename: an interrupted run leaves no half-filled folder that a
+        # later run would take as done
+        part = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
         with tarfile.open(tx) as tf:
             members = [m for m in tf.getmembers() if m.isfile() and m.name.startswith("debian/patches/")
                        and not m.name.endswith(("/series", "/00list"))]
-            tf.extractall(dest, members=members, filter="data")
+            tf.extractall(part, members=members, filter="data")
+        os.replace(part, dest)
 
 
 def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | None = None) -> None:

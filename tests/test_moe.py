@@ -348,6 +348,10 @@ def test_fused_dispatch_refuses_what_it_cannot_run():
     jitter = MoE(8, 16, 2, TopKRouter(k=1, jitter=0.1), dispatch="fused").train()
     with pytest.raises(ValueError, match="without jitter in training"):
         jitter(x)
+    ep = MoE(8, 16, 2, TopKRouter(k=1), dispatch="fused")
+    ep.world = 2  # as a process_group of two ranks sets it: expert parallelism keeps the torch path
+    with pytest.raises(ValueError, match=r"no expert parallelism.*got router TopKRouter, 2 expert-parallel rank"):
+        ep(x)
     # 'auto' falls back quietly on the CPU: same numbers as 'torch'
     torch.manual_seed(0)
     m = MoE(8, 16, 4, TopKRouter(k=2))

@@ -89,7 +89,9 @@ def _router_kernel(x_ptr, w_ptr, probs_ptr, lse_ptr, expert_ptr, gate_ptr, psum_
     gsum = tl.zeros((BT,), dtype=tl.float32)
     hist = tl.zeros((BE,), dtype=tl.int32)
     for i in tl.static_range(K):
-        best = tl.argmax(cur, axis=1, tie_break_left=True)
+        # clamped: with NaN scores (check_finite off) argmax may land on a padding column, and
+        # an expert id >= E would index past the plan's tables
+        best = tl.minimum(tl.argmax(cur, axis=1, tie_break_left=True), E - 1)
         hist += tl.sum((mt[:, None] & (re[None, :] == best[:, None])).to(tl.int32), axis=0)
         gval = tl.max(cur, axis=1)
         tl.store(expert_ptr + rt * K + i, best.to(tl.int64), mask=mt)
@@ -358,12 +360,6 @@ def router(x: torch.Tensor, w: torch.Tensor, k: int):
     return probs, lse, expert, gate, psum, cnt, zsum, hist
 
 
-def router_logits(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The fp32 logits the router kernel computes, recovered as log(probs) + lse (for tests)."""
-    probs, lse, *_ = router(x, w, 1)
-    return probs.log() + lse[:, None]
-
-
 def _bf16_dots(x: torch.Tensor) -> bool:
     """bf16 activations: the router weight gradient uses three bf16 parts of d logits (exact
     products on bf16 tensor cores); other dtypes, and the interpreter, use fp32/tf32x3 dots.
@@ -409,6 +405,8 @@ class _RouteDispatch(torch.autograd.Function):
         dropless = plan is None
         top1 = torch.empty(E, device=dev, dtype=torch.int32)
         out = torch.empty(3, device=dev, dtype=torch.float32)
+        # with a capacity plan the finalize kernel writes only top1 and out; start/offs get a
+        # placeholder pointer it never touches (DROPLESS=False)
         start = torch.empty(nb, E, device=dev, dtype=torch.int32) if dropless else top1
         counts = torch.empty(E, device=dev, dtype=torch.int64) if dropless else plan.counts
         offs = torch.empty(E, device=dev, dtype=torch.int32) if dropless else None

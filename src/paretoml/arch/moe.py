@@ -350,8 +350,8 @@ class MoE(nn.Module):
             The fused path computes the router logits in fp32 from the bf16/fp16 input without
             an fp32 copy, scatters each token to its k rows in one pass, combines the k rows
             with fp32 accumulation, and in backward fuses the router's input gradient into the
-            dispatch gradient (`_moe_triton`). Expert choice, task routing and router jitter
-            always use the torch path.
+            dispatch gradient (`_moe_triton`). Expert choice, task routing, router jitter and
+            expert parallelism (`process_group`) always use the torch path.
         check_finite: raise on NaN/inf router logits. On CUDA this reads one flag back from
             the device per call (a sync); turn it off for the last few percent of throughput.
         device, dtype: where and in which dtype to create the expert weights (the router
@@ -455,7 +455,8 @@ class MoE(nn.Module):
         r = self.router
         if self.dispatch == "torch":
             return False
-        eligible = (isinstance(r, (TopKRouter, BatchPriorityRouter))
+        # expert parallelism keeps the torch dispatch: the fused path has not been run over NCCL
+        eligible = (isinstance(r, (TopKRouter, BatchPriorityRouter)) and self.world == 1
                     and not (isinstance(r, TopKRouter) and r.jitter > 0 and self.training))
         on_device = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter: CPU tests
         ok = eligible and on_device and x.dtype in (torch.bfloat16, torch.float16, torch.float32) and x.shape[0] > 0
@@ -465,10 +466,12 @@ class MoE(nn.Module):
             except ImportError:
                 ok = False
         if self.dispatch == "fused" and not ok:
-            why = ("a TopKRouter (without jitter in training) or BatchPriorityRouter" if not eligible else
+            why = ("a TopKRouter (without jitter in training) or BatchPriorityRouter on one process (no "
+                   "expert parallelism)" if not eligible else
                    "a non-empty CUDA bf16/fp16/fp32 input and an installed triton")
-            raise ValueError(f"MoE: dispatch='fused' needs {why}; got router {type(r).__name__}, input "
-                             f"{x.dtype} on {x.device} with {x.shape[0]} tokens. Use dispatch='auto'")
+            raise ValueError(f"MoE: dispatch='fused' needs {why}; got router {type(r).__name__}, "
+                             f"{self.world} expert-parallel rank(s), input {x.dtype} on {x.device} with "
+                             f"{x.shape[0]} tokens. Use dispatch='auto'")
         return ok
 
     def _route_fused(self, x: torch.Tensor):
@@ -477,25 +480,20 @@ class MoE(nn.Module):
 
         r = self.router
         T, E = x.shape[0], self.num_experts
+        plan = None
 
         def plan_fn(gate, expert, probs, lse):
+            nonlocal plan
             self._check_logits(lse)  # lse is NaN on every row with a non-finite logit
             if isinstance(r, BatchPriorityRouter):
                 prio = probs.gather(1, expert[:, :1]).squeeze(1)  # the token's top routing weight
-                return _token_choice_plan(gate, expert, E, _capacity(r.capacity_ratio, T, r.k, E), prio)
-            if r.capacity_factor is None:
-                return None  # dropless: the kernels plan and dispatch in one pass
-            return _token_choice_plan(gate, expert, E, _capacity(r.capacity_factor, T, r.k, E), None)
-
-        plan = None
-
-        def keep(*args):
-            nonlocal plan
-            plan = plan_fn(*args)
-            return plan
+                plan = _token_choice_plan(gate, expert, E, _capacity(r.capacity_ratio, T, r.k, E), prio)
+            elif r.capacity_factor is not None:
+                plan = _token_choice_plan(gate, expert, E, _capacity(r.capacity_factor, T, r.k, E), None)
+            return plan  # None (dropless): the kernels plan and dispatch in one pass
 
         rows, gate, aux, bal, zl, _, slots, src, counts, offs = _moe_triton.route_dispatch(
-            x, self.gate, r.k, keep, self.balance_weight, self.z_loss_weight)
+            x, self.gate, r.k, plan_fn, self.balance_weight, self.z_loss_weight)
         if plan is None:
             zero = torch.zeros((), dtype=torch.long, device=x.device)
             plan = _Plan(src, None, counts, slots, None, zero, zero)

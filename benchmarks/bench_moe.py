@@ -248,6 +248,37 @@ def _profile(variants, x, device, path, label):
             f.write(f"--- {label} {name}\n")
             f.write(prof.key_averages().table(sort_by="device_time_total", row_limit=16,
                                               max_name_column_width=70) + "\n")
+    for name in ("dense_active_graphed", "paretoml_auto_nocheck_graphed"):  # where a replayed step idles
+        if name not in variants:
+            continue
+        fn, params, _ = variants[name]
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                fn().backward(gout)
+            torch.cuda.synchronize()
+        with open(path, "a") as f:
+            f.write(f"--- {label} {name}: timeline of 3 replays\n{_timeline(prof)}\n")
+
+
+def _timeline(prof) -> str:
+    """Kernel count, busy time, span and the largest idle gaps of a profiled GPU stream."""
+    ev = sorted((e for e in prof.events() if e.device_type.name == "CUDA" and e.time_range.elapsed_us() > 0),
+                key=lambda e: e.time_range.start)
+    if not ev:
+        return "no device events"
+    busy = sum(e.time_range.elapsed_us() for e in ev)
+    span = ev[-1].time_range.end - ev[0].time_range.start
+    gaps = []
+    end = ev[0].time_range.end
+    for a, b in zip(ev, ev[1:]):
+        gap = b.time_range.start - end
+        if gap > 0:
+            gaps.append((gap, a.name[:60], b.name[:60]))
+        end = max(end, b.time_range.end)
+    idle = sum(g for g, _, _ in gaps)
+    lines = [f"kernels {len(ev)}, busy {busy:.0f} us, span {span:.0f} us, idle {idle:.0f} us in {len(gaps)} gaps"]
+    lines += [f"  gap {g:7.1f} us after {a} before {b}" for g, a, b in sorted(gaps, reverse=True)[:15]]
+    return "\n".join(lines)
 
 
 # --- part 2: quality per compute (char LM) -------------------------------------------------

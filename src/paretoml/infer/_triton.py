@@ -338,6 +338,121 @@ def _gemv1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                 M_PAD, BN, SPLIT_K)
 
 
+# `_word_to_f32`: one 32-bit word of int4 codes → 8 floats 1 + u/16 (exact). Code i sits in bits 4i..4i+3;
+# a shift puts it in the top mantissa bits 19..22 and one LOP3 ((a & b) | c) masks it and ORs in the
+# exponent of 1.0: two integer instructions per weight and no float conversion.
+_WORD_TO_F32 = tl.constexpr(
+    "{ .reg .b32 t;"
+    " shl.b32 t, $8, 19; lop3.b32 $0, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shl.b32 t, $8, 15; lop3.b32 $1, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shl.b32 t, $8, 11; lop3.b32 $2, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shl.b32 t, $8, 7; lop3.b32 $3, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shl.b32 t, $8, 3; lop3.b32 $4, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shr.b32 t, $8, 1; lop3.b32 $5, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shr.b32 t, $8, 5; lop3.b32 $6, t, 0x00780000, 0x3F800000, 0xEA;"
+    " shr.b32 t, $8, 9; lop3.b32 $7, t, 0x00780000, 0x3F800000, 0xEA; }")
+
+
+@triton.jit
+def _fma(a, b, c, USE_ASM: tl.constexpr):
+    if USE_ASM:
+        return tl.fma(a, b, c)
+    return a * b + c  # numpy (interpreter) has no fused multiply-add
+
+
+@triton.jit
+def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
+                   N, K, row_words, stride_ww, stride_sn, stride_om,
+                   GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   BN: tl.constexpr, CH: tl.constexpr, SPLIT_K: tl.constexpr, USE_ASM: tl.constexpr):
+    """int4, M = 1: split-K GEMV over 32-bit words of codes, accumulating the codes' floats directly.
+
+    The tile (BN rows × CH chunks = CH·8 words) is loaded at once, like `_gemv1_kernel`. Word t of a
+    chunk holds, in byte b, the codes of k = 4t + b (low nibble) and k = 4t + b + 32 (high nibble),
+    which is the `gpu_pack` layout read 4 bytes at a time. Each code becomes v = 1 + u/16 exactly
+    (`_WORD_TO_F32`: shift + LOP3) and is accumulated by one FFMA, A = Σ v·x; the offset is
+    removed once per group and row: Σ (u - 8)·x = 16·A - 24·X, X = Σ x. The offset term is at
+    most the size of the signal (u/16 < 1), so fp32 accumulation keeps about 22 bits, where the
+    2^23 + u form of `_gemv1_kernel` needs a separate FADD per weight to stay exact."""
+    W: tl.constexpr = CH * 8
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    offs_w = pid_k * W + tl.arange(0, W)
+    wp = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    words = tl.load(wp + offs_n[:, None].to(tl.int64) * stride_ww + offs_w[None, :],
+                    mask=mask_n[:, None] & (offs_w < row_words)[None, :], other=0, eviction_policy="evict_first")
+    kb = (offs_w // 8) * 64 + (offs_w % 8) * 4  # k of byte 0's low nibble
+    y0 = tl.load(x_ptr + kb, mask=kb < K, other=0.0).to(tl.float32)
+    y1 = tl.load(x_ptr + kb + 32, mask=kb + 32 < K, other=0.0).to(tl.float32)
+    y2 = tl.load(x_ptr + kb + 1, mask=kb + 1 < K, other=0.0).to(tl.float32)
+    y3 = tl.load(x_ptr + kb + 33, mask=kb + 33 < K, other=0.0).to(tl.float32)
+    y4 = tl.load(x_ptr + kb + 2, mask=kb + 2 < K, other=0.0).to(tl.float32)
+    y5 = tl.load(x_ptr + kb + 34, mask=kb + 34 < K, other=0.0).to(tl.float32)
+    y6 = tl.load(x_ptr + kb + 3, mask=kb + 3 < K, other=0.0).to(tl.float32)
+    y7 = tl.load(x_ptr + kb + 35, mask=kb + 35 < K, other=0.0).to(tl.float32)
+    if USE_ASM:
+        v0, v1, v2, v3, v4, v5, v6, v7 = tl.inline_asm_elementwise(
+            _WORD_TO_F32, "=r,=r,=r,=r,=r,=r,=r,=r,r", [words], dtype=(tl.float32,) * 8, is_pure=True, pack=1)
+    else:
+        v0 = ((words >> 0) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v1 = ((words >> 4) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v2 = ((words >> 8) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v3 = ((words >> 12) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v4 = ((words >> 16) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v5 = ((words >> 20) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v6 = ((words >> 24) & 0xF).to(tl.float32) * 0.0625 + 1.0
+        v7 = ((words >> 28) & 0xF).to(tl.float32) * 0.0625 + 1.0
+    # low-half codes (even i) and high-half codes (odd i) in two chains: with GS = 32 they are two groups
+    a_lo = _fma(v6, y6[None, :], _fma(v4, y4[None, :], _fma(v2, y2[None, :], v0 * y0[None, :], USE_ASM), USE_ASM),
+                USE_ASM)
+    a_hi = _fma(v7, y7[None, :], _fma(v5, y5[None, :], _fma(v3, y3[None, :], v1 * y1[None, :], USE_ASM), USE_ASM),
+                USE_ASM)
+    x_lo = y0 + y2 + y4 + y6
+    x_hi = y1 + y3 + y5 + y7
+    if GS == 32:  # chunk c: low half is group 2c, high half group 2c + 1
+        A_lo = tl.sum(tl.reshape(a_lo, (BN, CH, 8)), axis=2)
+        A_hi = tl.sum(tl.reshape(a_hi, (BN, CH, 8)), axis=2)
+        X_lo = tl.sum(tl.reshape(x_lo, (CH, 8)), axis=1)
+        X_hi = tl.sum(tl.reshape(x_hi, (CH, 8)), axis=1)
+        g = 2 * (pid_k * CH + tl.arange(0, CH))
+        gmask = mask_n[:, None] & (g * 32 < K)[None, :]
+        sp = s_ptr + offs_n[:, None] * stride_sn + g[None, :]
+        s_lo = tl.load(sp, mask=gmask, other=0.0).to(tl.float32)
+        s_hi = tl.load(sp + 1, mask=gmask, other=0.0).to(tl.float32)
+        val = s_lo * (16.0 * A_lo - 24.0 * X_lo[None, :]) + s_hi * (16.0 * A_hi - 24.0 * X_hi[None, :])
+        if HAS_ZERO:
+            zp = z_ptr + offs_n[:, None] * stride_sn + g[None, :]
+            val += tl.load(zp, mask=gmask, other=0.0).to(tl.float32) * X_lo[None, :]
+            val += tl.load(zp + 1, mask=gmask, other=0.0).to(tl.float32) * X_hi[None, :]
+        acc = tl.sum(val, axis=1)
+    elif GS > 0:  # NG groups in the tile (configs keep CH·64 a multiple of GS)
+        NG: tl.constexpr = (CH * 64) // GS
+        A = tl.sum(tl.reshape(a_lo + a_hi, (BN, NG, W // NG)), axis=2)
+        X = tl.sum(tl.reshape(x_lo + x_hi, (NG, W // NG)), axis=1)
+        g = (pid_k * CH * 64) // GS + tl.arange(0, NG)
+        gmask = mask_n[:, None] & (g * GS < K)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)
+        val = s * (16.0 * A - 24.0 * X[None, :])
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)
+            val += z * X[None, :]
+        acc = tl.sum(val, axis=1)
+    else:  # per channel
+        A1 = tl.sum(a_lo + a_hi, axis=1)
+        X1 = tl.sum(x_lo + x_hi, axis=0)
+        s1 = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
+        acc = s1 * (16.0 * A1 - 24.0 * X1)
+        if HAS_ZERO:
+            acc += tl.load(z_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32) * X1
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32) * tl.where(pid_k == 0, 1.0, 0.0)
+    offs_m = tl.arange(0, 1)
+    _store_tile(tl.reshape(acc, (1, BN)), out_ptr, ws_ptr, lock_ptr, offs_m, offs_n, offs_m < 1, mask_n, pid_n,
+                pid_k, 1, N, stride_om, 1, BN, SPLIT_K)
+
+
 # `_int4_to_half`: one 32-bit register of 4 code bytes → lo nibbles ($0, $1) and hi nibbles ($2, $3)
 # as half-precision pairs, with scales ($5, $6) and zeros ($7, $8) as pairs too. PRMT 0x5140 / 0x7362
 # put bytes 0,1 / 2,3 in the low byte of each 16-bit half; LOP3 0xEA is (a & b) | c.
@@ -524,6 +639,9 @@ def _m_bucket(m: int) -> int:
 # (64, 4, 4, 4)) were candidates in the final H100 run and never won the tuner (docs/quantize.md),
 # so they are not tried by default; ITERS stays a kernel parameter for other GPUs and shapes.
 GEMV1_M1 = [(32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4), (128, 4, 1, 4)]
+# (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.5-4.8 instructions per weight at
+# these sizes vs 5.4 for `_gemv1_kernel`.
+GEMV1W_M1 = [(64, 8, 4), (128, 8, 4), (64, 16, 4), (128, 16, 8), (32, 16, 4)]
 
 
 def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> list[tuple]:
@@ -535,7 +653,7 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
     max_ch = 8 if not group_size else max(1, group_size // kc)
 
     def cap(kind, c):
-        if kind == "gemv1":  # scales are applied per 32-byte chunk: any group size works
+        if kind in ("gemv1", "gemv1w"):  # scales applied per chunk / group inside: any group size works
             return (kind, tuple(c))
         c = list(c)
         c[1 if kind == "gemv" else 2] = min(c[1 if kind == "gemv" else 2], max_ch)
@@ -545,6 +663,8 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
 
     if m_bucket == 1:
         cands = [("gemv1", c) for c in GEMV1_M1]
+        if bits == 4:
+            cands += [("gemv1w", c) for c in GEMV1W_M1]
         cands += [("gemv", c) for c in [(32, 4, 1, 4, 4), (64, 4, 2, 4, 4), (128, 2, 4, 4, 4), (32, 8, 1, 4, 3),
                                        (16, 8, 1, 4, 4), (64, 2, 1, 4, 4), (32, 4, 4, 4, 4), (16, 4, 2, 4, 4),
                                        (64, 4, 8, 4, 3)]]
@@ -615,6 +735,16 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
                             x.stride(0), wq.stride(0), scale.stride(0), out.stride(0),
                             M_PAD=_m_bucket(m), BN=bn, CH=ch, ITERS=iters, SPLIT_K=split_k, USE_ASM=not _INTERPRET,
                             num_warps=warps, num_stages=1, **common)
+    elif kind == "gemv1w":
+        bn, ch, warps = cfg
+        row_words = row_bytes // 4  # rows are whole 32-byte chunks (gpu_pack)
+        split_k = -(-row_words // (ch * 8))
+        grid = (triton.cdiv(n, bn), split_k)
+        ws, locks = _split_workspace(out.device, split_k, m, n, grid[0]) if split_k > 1 else (out, out)
+        _gemv1w_kernel[grid](x, wq, scale, z, b, out, ws, locks, n, in_features, row_words, wq.stride(0) // 4,
+                             scale.stride(0), out.stride(0), GS=gs or 0, HAS_ZERO=zero is not None,
+                             HAS_BIAS=bias is not None, BN=bn, CH=ch, SPLIT_K=split_k, USE_ASM=not _INTERPRET,
+                             num_warps=warps, num_stages=1)
     elif kind == "gemv":
         bn, ch, split_k, warps, stages = cfg
         cps = -(-n_chunks // split_k)

@@ -2,7 +2,7 @@
 
 Each generator takes real inputs found on this machine (images, sounds, texts, folders),
 runs a real writer (ffmpeg, Pillow, p7zip, genisoimage, stdlib modules, numpy, torch, office
-libraries) and writes into ``gen/<generator>/<input-package>/``. A missing tool skips its
+libraries, LibreOffice) and writes into ``gen/<generator>/<input-package>/``. A missing tool skips its
 generator (logged), so the corpus builds with whatever is installed.
 """
 
@@ -458,9 +458,96 @@ def _extra_tools(base, imgs, texts, rng):
         srv.shutdown()
 
 
+def _soffice() -> str | None:
+    return shutil.which("soffice") or shutil.which("libreoffice")
+
+
+def _rtf(base: Path, docs: list[Path], rng, batch: int = 40) -> int:
+    """RTF written by LibreOffice (headless) from real documents: HTML manuals of Debian packages
+    and the office files written above from real texts (session 6). Output goes to
+    ``rtf/<input's project>/`` so the split unit is the input's package. Returns files written."""
+    exe = _soffice()
+    if exe is None:
+        log.warning("LibreOffice (soffice) not installed: no rtf files generated")
+        return 0
+    import tempfile
+
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="ft_rtf_") as tmp:
+        tmp = Path(tmp)
+        profile = (tmp / "profile").as_uri()  # a private profile: never touches the user's one
+        for kind in ("html", "office"):
+            group = [d for d in docs if (d.suffix.lower() in (".html", ".htm")) == (kind == "html")]
+            for b in range(0, len(group), batch):
+                src_dir, out_dir = tmp / f"in{kind}{b}", tmp / f"out{kind}{b}"
+                src_dir.mkdir()
+                out_dir.mkdir()
+                names = {}
+                for k, d in enumerate(group[b:b + batch]):  # unique names: inputs share stems (index.html)
+                    link = src_dir / f"{k}{d.suffix.lower()}"
+                    link.symlink_to(d)
+                    names[f"{k}.rtf"] = d
+                cmd = [exe, "--headless", "--norestore", f"-env:UserInstallation={profile}"]
+                if kind == "html":
+                    cmd.append("--infilter=HTML (StarWriter)")  # load as a text document, not Writer/Web
+                cmd += ["--convert-to", "rtf", "--outdir", str(out_dir), *sorted(map(str, src_dir.iterdir()))]
+                try:
+                    subprocess.run(cmd, capture_output=True, timeout=600)
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    log.warning("soffice failed: %s", e)
+                    continue
+                for f in out_dir.glob("*.rtf"):
+                    d = names.get(f.name)
+                    if d is not None and f.stat().st_size > 0:
+                        dest = base / "rtf" / _rtf_project(d)
+                        dest.mkdir(parents=True, exist_ok=True)
+                        shutil.move(str(f), dest / f"{d.stem}_{b}_{f.stem}.rtf")
+                        written += 1
+    return written
+
+
+def _rtf_project(doc: Path) -> str:
+    """The split unit of an RTF file: its input's package (a generated ODT/DOCX file's folder is
+    already its own input's package, see `_out`)."""
+    if doc.parent.parent.name in ("odt", "docx"):
+        return doc.parent.name
+    return _pkg(doc)
+
+
+def _rtf_inputs(out: Path, rng, limit: int = 240) -> list[Path]:
+    """Real documents for `_rtf`: HTML manuals from the unpacked Debian packages (one or two
+    per package, many packages) and the generated ODT/DOCX files (real texts)."""
+    html = _files([out.parent / "debs"], {"html", "htm"}, 100_000, rng, min_size=2_000, max_size=200_000)
+    per_pkg: dict[str, list[Path]] = {}
+    for h in html:
+        per_pkg.setdefault(h.relative_to(out.parent / "debs").parts[0], []).append(h)
+    picked = [p for v in per_pkg.values() for p in v[:2]]
+    rng.shuffle(picked)
+    office = _files([out / "odt", out / "docx"], {"odt", "docx"}, limit // 3, rng)
+    return picked[:limit - len(office)] + office
+
+
+def _late(out: Path, seed: int) -> None:
+    """Generators added after a corpus's first build, each run once (its own marker), so an
+    existing ``gen/`` folder gains their files without regenerating the rest."""
+    for name, fn in (("rtf", lambda rng: _rtf(out, _rtf_inputs(out, rng), rng)),):
+        marker = out / f".done-{name}"
+        if marker.exists():
+            continue
+        try:
+            n = fn(random.Random(f"{seed}-{name}"))
+            log.info("generator %s: %d files", name, n)
+        except Exception as e:  # noqa: BLE001 — as in generate_all
+            log.warning("generator %s failed: %s", name, e)
+            continue
+        marker.write_text("ok\n")
+
+
 def generate_all(out: Path, seed: int = 0) -> None:
-    """Run every generator into `out` (skipped when `out/.done` exists)."""
+    """Run every generator into `out` (skipped when `out/.done` exists; the late generators,
+    `_late`, each have their own marker)."""
     if (out / ".done").exists():
+        _late(out, seed)
         return
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -484,3 +571,4 @@ def generate_all(out: Path, seed: int = 0) -> None:
         except Exception as e:  # noqa: BLE001 — one failing generator must not lose the others' output
             log.warning("generator %s failed: %s", name, e)
     (out / ".done").write_text("ok\n")
+    _late(out, seed)

@@ -162,6 +162,7 @@ def _run_corpus(args) -> int:
     from paretoml.filetype.corpus import (DEBIAN_PACKAGES, DEBIAN_SOURCE_PATCHES, EXTRA_DEBIAN_PACKAGES,
                                           EXTRA_NPM_PACKAGES, MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES,
                                           PYPI_SDISTS, S5_DEBIAN_PACKAGES, S5_NPM_PACKAGES, S5_PYPI_SDISTS,
+                                          S6_DEBIAN_PACKAGES, S6_NPM_PACKAGES, S6_PYPI_SDISTS,
                                           CorpusConfig, build_corpus, extend_corpus, fetch_debian,
                                           fetch_debian_patches, fetch_pypi)
 
@@ -171,9 +172,9 @@ def _run_corpus(args) -> int:
             raise ValueError("filetype corpus --fetch: also give --debs DIR and --npm DIR to download into")
         # --extend keeps session 2's recipe (its lists, train split only); the main build takes every list
         debs = EXTRA_DEBIAN_PACKAGES if args.extend else (DEBIAN_PACKAGES + EXTRA_DEBIAN_PACKAGES + MORE_DEBIAN_PACKAGES
-                                                          + S5_DEBIAN_PACKAGES)
+                                                          + S5_DEBIAN_PACKAGES + S6_DEBIAN_PACKAGES)
         npms = EXTRA_NPM_PACKAGES if args.extend else (NPM_PACKAGES + EXTRA_NPM_PACKAGES + MORE_NPM_PACKAGES
-                                                       + S5_NPM_PACKAGES)
+                                                       + S5_NPM_PACKAGES + S6_NPM_PACKAGES)
         fetch_debian(list(debs), args.debs)
         import subprocess
 
@@ -182,7 +183,7 @@ def _run_corpus(args) -> int:
             if not list(args.npm.glob(p.lstrip("@").replace("/", "-") + "-[0-9]*.tgz")):
                 subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
         if args.pypi is not None and not args.extend:
-            fetch_pypi(PYPI_SDISTS + S5_PYPI_SDISTS, args.pypi)
+            fetch_pypi(PYPI_SDISTS + S5_PYPI_SDISTS + S6_PYPI_SDISTS, args.pypi)
         if args.debsrc is not None and not args.extend:
             fetch_debian_patches(DEBIAN_SOURCE_PATCHES, args.debsrc)
     if args.extend:

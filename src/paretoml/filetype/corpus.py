@@ -41,7 +41,8 @@ from paretoml.filetype.labels import KNOWLEDGE_BASE
 
 __all__ = ["CorpusConfig", "build_corpus", "extend_corpus", "DEBIAN_PACKAGES", "NPM_PACKAGES", "EXTRA_DEBIAN_PACKAGES",
            "EXTRA_NPM_PACKAGES", "MORE_DEBIAN_PACKAGES", "MORE_NPM_PACKAGES", "PYPI_SDISTS", "S5_DEBIAN_PACKAGES",
-           "S5_NPM_PACKAGES", "S5_PYPI_SDISTS", "DEBIAN_SOURCE_PATCHES", "fetch_debian", "fetch_debian_patches",
+           "S5_NPM_PACKAGES", "S5_PYPI_SDISTS", "S6_DEBIAN_PACKAGES", "S6_NPM_PACKAGES", "S6_PYPI_SDISTS",
+           "DEBIAN_SOURCE_PATCHES", "fetch_debian", "fetch_debian_patches",
            "fetch_pypi", "split_unit"]
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,105 @@ S5_PYPI_SDISTS = (
     "yamllint pre-commit openapi-spec-validator striprtf ansible-lint"
 ).split()
 
+# Debian packages added in session 6, for the labels still below 0.95 precision: C/C++ `-dev`
+# headers (117), Go modules (73; openshift-imagebuilder and buildah bring Dockerfile fixtures),
+# SQL schemas and PostgreSQL extensions (48), more `python-*-doc` Sphinx builds (41, rst), LaTeX
+# (23: texlive CJK and font packages, latex-cjk, LaTeXML, hevea, feynmf, abntex, rubber, knitr,
+# LilyPond, pandoc's templates), subtitle tools (6). Each download under 30 MB (`apt-cache show`).
+S6_DEBIAN_PACKAGES = (
+    "abntex amavisd-new bacula-director-mysql bacula-director-pgsql biber bucardo cacti check chktex cm-super "
+    "context-modules ejabberd feynmf freeradius-mysql freeradius-postgresql gammu-smsd gaupol gnome-subtitles "
+    "golang-github-ajstarks-svgo-dev golang-github-alecthomas-chroma-dev golang-github-allegro-bigcache-dev "
+    "golang-github-andybalholm-brotli-dev golang-github-blang-semver-dev golang-github-boltdb-bolt-dev "
+    "golang-github-buger-jsonparser-dev golang-github-cenkalti-backoff-dev golang-github-chzyer-readline-dev "
+    "golang-github-cilium-ebpf-dev golang-github-containers-buildah-dev golang-github-coreos-go-oidc-dev "
+    "golang-github-davecgh-go-spew-dev golang-github-dgraph-io-badger-dev golang-github-disintegration-imaging-dev "
+    "golang-github-docker-go-units-dev golang-github-dustin-go-humanize-dev "
+    "golang-github-eclipse-paho.mqtt.golang-dev golang-github-emirpasic-gods-dev golang-github-fogleman-gg-dev "
+    "golang-github-frankban-quicktest-dev golang-github-gdamore-tcell.v2-dev golang-github-go-ini-ini-dev "
+    "golang-github-go-kit-kit-dev golang-github-go-logr-logr-dev golang-github-go-playground-validator-v10-dev "
+    "golang-github-go-resty-resty-dev golang-github-gobwas-glob-dev golang-github-golang-mock-dev "
+    "golang-github-golang-snappy-dev golang-github-gomodule-redigo-dev golang-github-google-btree-dev "
+    "golang-github-google-gopacket-dev golang-github-gorilla-securecookie-dev golang-github-gorilla-sessions-dev "
+    "golang-github-hashicorp-go-hclog-dev golang-github-hashicorp-go-plugin-dev "
+    "golang-github-hashicorp-go-retryablehttp-dev golang-github-hashicorp-go-version-dev "
+    "golang-github-hashicorp-memberlist-dev golang-github-hashicorp-raft-dev golang-github-hashicorp-serf-dev "
+    "golang-github-imdario-mergo-dev golang-github-jinzhu-now-dev golang-github-jmoiron-sqlx-dev "
+    "golang-github-julienschmidt-httprouter-dev golang-github-jung-kurt-gofpdf-dev "
+    "golang-github-lucas-clemente-quic-go-dev golang-github-magiconair-properties-dev "
+    "golang-github-masterminds-semver-dev golang-github-mattn-go-isatty-dev golang-github-muesli-termenv-dev "
+    "golang-github-openshift-imagebuilder-dev golang-github-patrickmn-go-cache-dev golang-github-pierrec-lz4-dev "
+    "golang-github-pkg-sftp-dev golang-github-prometheus-procfs-dev golang-github-puerkitobio-goquery-dev "
+    "golang-github-rivo-tview-dev golang-github-robfig-cron-dev golang-github-russross-blackfriday-v2-dev "
+    "golang-github-sergi-go-diff-dev golang-github-shopspring-decimal-dev golang-github-smartystreets-goconvey-dev "
+    "golang-github-sourcegraph-jsonrpc2-dev golang-github-spf13-cast-dev golang-github-syndtr-goleveldb-dev "
+    "golang-github-tealeg-xlsx-dev golang-github-tidwall-gjson-dev golang-github-ulikunitz-xz-dev "
+    "golang-github-valyala-fasthttp-dev golang-github-yuin-goldmark-dev golang-golang-x-oauth2-dev hevea icingaweb2 "
+    "latex-cjk-chinese latex-cjk-common latex-cjk-japanese latex-cjk-korean latex-cjk-thai latex-make latexml "
+    "ledgersmb libaio-dev libao-dev libargon2-dev libaspell-dev libassimp-dev libassuan-dev libbox2d-dev "
+    "libbullet-dev libcairomm-1.0-dev libcapstone-dev libcgal-dev libcmark-dev libcmocka-dev libconfig-dev "
+    "libcunit1-dev libcups2-dev libczmq-dev libdb-dev libdbus-1-dev libdjvulibre-dev libdlib-dev libdw-dev libelf-dev "
+    "libenchant-2-dev libexif-dev libfftw3-dev libflac-dev libgdbm-dev libgeos-dev libglew-dev libglibmm-2.4-dev "
+    "libgpg-error-dev libgpgme-dev libgphoto2-dev libgs-dev libgsm1-dev libgtkmm-3.0-dev libgumbo-dev libhiredis-dev "
+    "libhunspell-dev libhwloc-dev libicu-dev libid3tag0-dev libidn2-dev libinih-dev libiniparser-dev "
+    "libjack-jackd2-dev libkrb5-dev libksba-dev liblapacke-dev liblcms2-dev libldap2-dev liblmdb-dev liblo-dev "
+    "libmad0-dev libmagic-dev libmariadb-dev libmd4c-dev libmemcached-dev libminizip-dev libmnl-dev libmosquitto-dev "
+    "libmpg123-dev libmupdf-dev libnftnl-dev libnpth0-dev libnuma-dev libode-dev libogg-dev libopenjp2-7-dev "
+    "libopus-dev libopusfile-dev libosmium2-dev libpaho-mqtt-dev libpam0g-dev libpaper-dev libpcap-dev "
+    "libpcsclite-dev libpoco-dev libpoppler-dev libproj-dev libqpdf-dev libraw-dev librdkafka-dev librocksdb-dev "
+    "librtmidi-dev libsamplerate0-dev libsane-dev libsigc++-2.0-dev libsndfile1-dev libspectre-dev libspeex-dev "
+    "libssh2-1-dev libstb-dev libtag1-dev libtasn1-6-dev libtevent-dev libtheora-dev libthrift-dev libtidy-dev "
+    "libudev-dev libunicorn-dev libunistring-dev libunwind-dev liburing-dev libvorbis-dev libvulkan-dev "
+    "libwebsockets-dev libwolfssl-dev libwxgtk3.2-dev libxerces-c-dev libyajl-dev libyara-dev libzip-dev "
+    "lilypond-data mesa-common-dev nettle-dev opendmarc pandoc-data pdns-backend-bind pgagent postfixadmin "
+    "postgresql-15-asn1oid postgresql-15-bgw-replstatus postgresql-15-dirtyread postgresql-15-extra-window-functions "
+    "postgresql-15-first-last-agg postgresql-15-hypopg postgresql-15-icu-ext postgresql-15-mysql-fdw "
+    "postgresql-15-ogr-fdw postgresql-15-pg-catcheck postgresql-15-pg-checksums postgresql-15-pg-stat-kcache "
+    "postgresql-15-pg-wait-sampling postgresql-15-pgaudit postgresql-15-pgextwlist postgresql-15-pgfincore "
+    "postgresql-15-pgmemcache postgresql-15-pgmp postgresql-15-pgpcre postgresql-15-plr postgresql-15-plsh "
+    "postgresql-15-preprepare postgresql-15-prioritize postgresql-15-similarity postgresql-15-tablelog "
+    "postgresql-15-toastinfo postgresql-15-wal2json preview-latex-style proftpd-mod-mysql python-astropy-doc "
+    "python-automaton-doc python-babel-doc python-castellan-doc python-cffi-doc python-debtcollector-doc "
+    "python-futurist-doc python-gevent-doc python-glanceclient-doc python-jsonschema-doc python-keystoneauth1-doc "
+    "python-keystoneclient-doc python-ldap-doc python-nose2-doc python-novaclient-doc python-os-brick-doc "
+    "python-os-vif-doc python-oslo.cache-doc python-oslo.concurrency-doc python-oslo.context-doc python-oslo.db-doc "
+    "python-oslo.i18n-doc python-oslo.log-doc python-oslo.middleware-doc python-oslo.policy-doc "
+    "python-oslo.serialization-doc python-oslo.service-doc python-oslo.utils-doc python-oslo.versionedobjects-doc "
+    "python-osprofiler-doc python-ovsdbapp-doc python-pecan-doc python-rdflib-doc python-sqlalchemy-utils-doc "
+    "python-structlog-doc python-swiftclient-doc python-tablib-doc python-testtools-doc python-traitlets-doc "
+    "python-xarray-doc python-yarl-doc python3-srt python3-subliminal python3-webvtt r-cran-knitr request-tracker5 "
+    "rubber spamassassin sqitch subtitleeditor sympa texlive-font-utils texlive-fonts-extra-links "
+    "texlive-fonts-recommended texlive-lang-cjk ulogd2-sqlite3"
+).split()
+
+# npm packages added in session 6: CSS frameworks, icon fonts and widget libraries (CSS), Vue
+# sources (Nuxt/Slidev themes, Inkline), Solidity contracts, subtitle parsers. Unpacked under
+# 30 MB each (aave-core-v3, layerzerolabs solidity-examples and devicon were larger: dropped).
+S6_NPM_PACKAGES = (
+    "98.css @1inch/solidity-utils @account-abstraction/contracts @balancer-labs/v2-interfaces @inkline/inkline "
+    "@nuxt-themes/docus @nuxt-themes/elements @nuxt/content @plussub/srt-vtt-parser @slidev/theme-apple-basic "
+    "@slidev/theme-bricks @slidev/theme-default @slidev/theme-seriph @slidev/theme-shibainu @thirdweb-dev/contracts "
+    "aos awesome-bootstrap-checkbox balloon-css basscss bootstrap-datepicker bootstrap-social boxicons bulmaswatch "
+    "choices.js chota cirrus-ui cropperjs csshake daisyui datatables.net-dt dropzone easymde flexboxgrid flowbite "
+    "fomantic-ui-css framework7 glightbox gutenberg-css halfmoon hint.css intro.js ion-rangeslider jquery-ui-dist "
+    "jsoneditor latex.css lightbox2 line-awesome media-captions mini.css modern-normalize mvp.css nes.css node-webvtt "
+    "nouislider nuxt-icon nuxt-og-image open-iconic open-props papercss photoswipe picnic plyr pretty-checkbox "
+    "primeicons prism-themes remixicon reset-css reveal.js sakura.css sanitize.css semantic-ui-css shepherd.js "
+    "simpledotcss skeleton-css srt-parser-2 srt-webvtt subsrt subtitle subtitles-parser-vtt tippy.js tom-select trix "
+    "tufte-css vanilla-framework vtt.js vuepress-theme-reco weather-icons webvtt-parser xp.css xterm"
+).split()
+
+# PyPI sdists added in session 6: LaTeX tools, SQL fixtures (sqllineage, dbt-postgres,
+# schemainspect, …), rst documentation of pure-Python projects, subtitle tools (srt, subliminal,
+# pycaption), Dockerfiles (repo2docker, testcontainers, docker). jupyterhub (50 MB) dropped.
+S6_PYPI_SDISTS = (
+    "plasTeX TexSoup pylatexenc latexcodec arxiv-latex-cleaner pydetex pugsql shandy-sqlfmt sqllineage dbt-postgres "
+    "sql-metadata schemainspect twine readme_renderer colander deform pyopenssl service_identity hyperlink automat "
+    "incremental transaction argcomplete configobj pexpect plumbum cheroot fabric sphinx-autodoc-typehints towncrier "
+    "scriv bump2version srt pycaption subliminal vtt_to_srt3 subtitle-filter testcontainers docker dockerfile-parse "
+    "datasette jupyter-repo2docker zope.component"
+).split()
+
 # Debian *source* packages whose debian/patches are harvested as `diff` files (session 5; only the
 # .debian.tar.xz is fetched, see `fetch_debian_patches`).
 DEBIAN_SOURCE_PATCHES = (
@@ -356,6 +456,10 @@ _BINARY_MIME: dict[str, tuple[str, ...]] = {
 _TEXT_MIME_OK = ("text/", "application/json", "application/javascript", "application/xml", "image/svg",
                  "application/x-ndjson", "application/csv", "application/x-wine-extension-ini",
                  "application/x-pem-file", "message/rfc822", "application/x-bibtex")
+
+# Text MIME types that libmagic gives for one label only (session 6): it calls most SubRip files
+# application/x-subrip, which is not a text/ type.
+_LABEL_MIME_OK: dict[str, tuple[str, ...]] = {"srt": ("application/x-subrip",)}
 
 
 # Content checks for text labels whose name alone is not enough (session 5): the file must
@@ -526,7 +630,7 @@ def _verify(label: str, path: Path, data: bytes, mime: str) -> bool:
         return any(mime.startswith(m) for m in _BINARY_MIME[label])
     if info is None or not info.is_text:
         return False
-    if not mime.startswith(_TEXT_MIME_OK):
+    if not mime.startswith(_TEXT_MIME_OK + _LABEL_MIME_OK.get(label, ())):
         return False
     try:
         text = data.decode("utf-8")
@@ -923,7 +1027,7 @@ def split_unit(source: str) -> str:
                              ("python-", "-doc", "py:")):
             if name.startswith(pre) and name.endswith(suf) and len(name) > len(pre) + len(suf):
                 return to + name[len(pre):len(name) - len(suf)].lower()
-        return "deb:" + name
+        return _SAME_PROJECT.get("deb:" + name, "deb:" + name)
     if kind in ("npm", "pypi"):
         base = re.sub(r"-v?[0-9][^-]*$", "", name).lower()  # drop the version: jquery-4.1.0 -> jquery
         unit = ("js:" if kind == "npm" else "py:") + (re.split(r"[-.]", base)[0] if kind == "pypi" else base)
@@ -931,11 +1035,13 @@ def split_unit(source: str) -> str:
     return source
 
 
-# PyPI sdists (session 5) whose project the rules above would name differently from its Debian
-# or site-packages packaging: joined here so one project never sits in two splits.
+# Packagings (session 5: PyPI sdists; session 6: Debian packages too) whose project the rules above
+# would name differently from its other packaging: joined here so one project never sits in two splits.
 _SAME_PROJECT = {"py:oslo_config": "py:oslo.config", "py:webvtt_py": "py:webvtt", "py:ansible_lint": "deb:ansible-lint",
                  "py:yamllint": "deb:yamllint", "py:python_dateutil": "py:dateutil", "py:zope_interface": "py:zope",
-                 "py:python_openstackclient": "py:openstackclient"}
+                 "py:python_openstackclient": "py:openstackclient",
+                 # session 6: a package and its -doc package are one project
+                 "deb:texlive-fonts-recommended": "deb:texlive-fonts-recommended-doc"}
 
 
 def label_cap(label: str, cfg: CorpusConfig) -> int:

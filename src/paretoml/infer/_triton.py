@@ -364,7 +364,8 @@ def _fma(a, b, c, USE_ASM: tl.constexpr):
 def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
                    N, K, row_words, stride_ww, stride_sn, stride_om,
                    GS: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   BN: tl.constexpr, CH: tl.constexpr, SPLIT_K: tl.constexpr, USE_ASM: tl.constexpr):
+                   BN: tl.constexpr, CH: tl.constexpr, SPLIT_K: tl.constexpr, EVEN: tl.constexpr,
+                   USE_ASM: tl.constexpr):
     """int4, M = 1: split-K GEMV over 32-bit words of codes, accumulating the codes' floats directly.
 
     The tile (BN rows × CH chunks = CH·8 words) is loaded at once, like `_gemv1_kernel`. Word t of a
@@ -380,18 +381,28 @@ def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
     offs_w = pid_k * W + tl.arange(0, W)
-    wp = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    words = tl.load(wp + offs_n[:, None].to(tl.int64) * stride_ww + offs_w[None, :],
-                    mask=mask_n[:, None] & (offs_w < row_words)[None, :], other=0, eviction_policy="evict_first")
+    wp = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_n[:, None].to(tl.int64) * stride_ww + offs_w[None, :]
     kb = (offs_w // 8) * 64 + (offs_w % 8) * 4  # k of byte 0's low nibble
-    y0 = tl.load(x_ptr + kb, mask=kb < K, other=0.0).to(tl.float32)
-    y1 = tl.load(x_ptr + kb + 32, mask=kb + 32 < K, other=0.0).to(tl.float32)
-    y2 = tl.load(x_ptr + kb + 1, mask=kb + 1 < K, other=0.0).to(tl.float32)
-    y3 = tl.load(x_ptr + kb + 33, mask=kb + 33 < K, other=0.0).to(tl.float32)
-    y4 = tl.load(x_ptr + kb + 2, mask=kb + 2 < K, other=0.0).to(tl.float32)
-    y5 = tl.load(x_ptr + kb + 34, mask=kb + 34 < K, other=0.0).to(tl.float32)
-    y6 = tl.load(x_ptr + kb + 3, mask=kb + 3 < K, other=0.0).to(tl.float32)
-    y7 = tl.load(x_ptr + kb + 35, mask=kb + 35 < K, other=0.0).to(tl.float32)
+    if EVEN:  # N % BN == 0, K % 64 == 0 and whole tiles: no masks
+        words = tl.load(wp, eviction_policy="evict_first")
+        y0 = tl.load(x_ptr + kb).to(tl.float32)
+        y1 = tl.load(x_ptr + kb + 32).to(tl.float32)
+        y2 = tl.load(x_ptr + kb + 1).to(tl.float32)
+        y3 = tl.load(x_ptr + kb + 33).to(tl.float32)
+        y4 = tl.load(x_ptr + kb + 2).to(tl.float32)
+        y5 = tl.load(x_ptr + kb + 34).to(tl.float32)
+        y6 = tl.load(x_ptr + kb + 3).to(tl.float32)
+        y7 = tl.load(x_ptr + kb + 35).to(tl.float32)
+    else:
+        words = tl.load(wp, mask=mask_n[:, None] & (offs_w < row_words)[None, :], other=0, eviction_policy="evict_first")
+        y0 = tl.load(x_ptr + kb, mask=kb < K, other=0.0).to(tl.float32)
+        y1 = tl.load(x_ptr + kb + 32, mask=kb + 32 < K, other=0.0).to(tl.float32)
+        y2 = tl.load(x_ptr + kb + 1, mask=kb + 1 < K, other=0.0).to(tl.float32)
+        y3 = tl.load(x_ptr + kb + 33, mask=kb + 33 < K, other=0.0).to(tl.float32)
+        y4 = tl.load(x_ptr + kb + 2, mask=kb + 2 < K, other=0.0).to(tl.float32)
+        y5 = tl.load(x_ptr + kb + 34, mask=kb + 34 < K, other=0.0).to(tl.float32)
+        y6 = tl.load(x_ptr + kb + 3, mask=kb + 3 < K, other=0.0).to(tl.float32)
+        y7 = tl.load(x_ptr + kb + 35, mask=kb + 35 < K, other=0.0).to(tl.float32)
     if USE_ASM:
         v0, v1, v2, v3, v4, v5, v6, v7 = tl.inline_asm_elementwise(
             _WORD_TO_F32, "=r,=r,=r,=r,=r,=r,=r,=r,r", [words], dtype=(tl.float32,) * 8, is_pure=True, pack=1)
@@ -404,14 +415,13 @@ def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
         v5 = ((words >> 20) & 0xF).to(tl.float32) * 0.0625 + 1.0
         v6 = ((words >> 24) & 0xF).to(tl.float32) * 0.0625 + 1.0
         v7 = ((words >> 28) & 0xF).to(tl.float32) * 0.0625 + 1.0
-    # low-half codes (even i) and high-half codes (odd i) in two chains: with GS = 32 they are two groups
-    a_lo = _fma(v6, y6[None, :], _fma(v4, y4[None, :], _fma(v2, y2[None, :], v0 * y0[None, :], USE_ASM), USE_ASM),
-                USE_ASM)
-    a_hi = _fma(v7, y7[None, :], _fma(v5, y5[None, :], _fma(v3, y3[None, :], v1 * y1[None, :], USE_ASM), USE_ASM),
-                USE_ASM)
     x_lo = y0 + y2 + y4 + y6
     x_hi = y1 + y3 + y5 + y7
-    if GS == 32:  # chunk c: low half is group 2c, high half group 2c + 1
+    if GS == 32:  # chunk c: low half (even i) is group 2c, high half (odd i) group 2c + 1: two chains
+        a_lo = _fma(v6, y6[None, :], _fma(v4, y4[None, :], _fma(v2, y2[None, :], v0 * y0[None, :], USE_ASM),
+                                          USE_ASM), USE_ASM)
+        a_hi = _fma(v7, y7[None, :], _fma(v5, y5[None, :], _fma(v3, y3[None, :], v1 * y1[None, :], USE_ASM),
+                                          USE_ASM), USE_ASM)
         A_lo = tl.sum(tl.reshape(a_lo, (BN, CH, 8)), axis=2)
         A_hi = tl.sum(tl.reshape(a_hi, (BN, CH, 8)), axis=2)
         X_lo = tl.sum(tl.reshape(x_lo, (CH, 8)), axis=1)
@@ -427,9 +437,18 @@ def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
             val += tl.load(zp, mask=gmask, other=0.0).to(tl.float32) * X_lo[None, :]
             val += tl.load(zp + 1, mask=gmask, other=0.0).to(tl.float32) * X_hi[None, :]
         acc = tl.sum(val, axis=1)
-    elif GS > 0:  # NG groups in the tile (configs keep CH·64 a multiple of GS)
+    else:  # one FMA chain over the word's 8 codes
+        a = v0 * y0[None, :]
+        a = _fma(v1, y1[None, :], a, USE_ASM)
+        a = _fma(v2, y2[None, :], a, USE_ASM)
+        a = _fma(v3, y3[None, :], a, USE_ASM)
+        a = _fma(v4, y4[None, :], a, USE_ASM)
+        a = _fma(v5, y5[None, :], a, USE_ASM)
+        a = _fma(v6, y6[None, :], a, USE_ASM)
+        a = _fma(v7, y7[None, :], a, USE_ASM)
+    if GS > 32:  # NG groups in the tile (configs keep CH·64 a multiple of GS)
         NG: tl.constexpr = (CH * 64) // GS
-        A = tl.sum(tl.reshape(a_lo + a_hi, (BN, NG, W // NG)), axis=2)
+        A = tl.sum(tl.reshape(a, (BN, NG, W // NG)), axis=2)
         X = tl.sum(tl.reshape(x_lo + x_hi, (NG, W // NG)), axis=1)
         g = (pid_k * CH * 64) // GS + tl.arange(0, NG)
         gmask = mask_n[:, None] & (g * GS < K)[None, :]
@@ -439,8 +458,8 @@ def _gemv1w_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, out_ptr, ws_ptr, lock_ptr,
             z = tl.load(z_ptr + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)
             val += z * X[None, :]
         acc = tl.sum(val, axis=1)
-    else:  # per channel
-        A1 = tl.sum(a_lo + a_hi, axis=1)
+    elif GS == 0:  # per channel
+        A1 = tl.sum(a, axis=1)
         X1 = tl.sum(x_lo + x_hi, axis=0)
         s1 = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
         acc = s1 * (16.0 * A1 - 24.0 * X1)
@@ -639,7 +658,7 @@ def _m_bucket(m: int) -> int:
 # (64, 4, 4, 4)) were candidates in the final H100 run and never won the tuner (docs/quantize.md),
 # so they are not tried by default; ITERS stays a kernel parameter for other GPUs and shapes.
 GEMV1_M1 = [(32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4), (128, 4, 1, 4)]
-# (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.5-4.8 instructions per weight at
+# (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.2-4.9 instructions per weight at
 # these sizes vs 5.4 for `_gemv1_kernel`.
 GEMV1W_M1 = [(64, 8, 4), (128, 8, 4), (64, 16, 4), (128, 16, 8), (32, 16, 4)]
 
@@ -743,7 +762,9 @@ def _launch(kind: str, cfg: tuple, x, wq, scale, zero, bias, bits, gs, in_featur
         ws, locks = _split_workspace(out.device, split_k, m, n, grid[0]) if split_k > 1 else (out, out)
         _gemv1w_kernel[grid](x, wq, scale, z, b, out, ws, locks, n, in_features, row_words, wq.stride(0) // 4,
                              scale.stride(0), out.stride(0), GS=gs or 0, HAS_ZERO=zero is not None,
-                             HAS_BIAS=bias is not None, BN=bn, CH=ch, SPLIT_K=split_k, USE_ASM=not _INTERPRET,
+                             HAS_BIAS=bias is not None, BN=bn, CH=ch, SPLIT_K=split_k,
+                             EVEN=n % bn == 0 and in_features % 64 == 0 and row_words % (ch * 8) == 0,
+                             USE_ASM=not _INTERPRET,
                              num_warps=warps, num_stages=1)
     elif kind == "gemv":
         bn, ch, split_k, warps, stages = cfg

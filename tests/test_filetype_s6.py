@@ -148,3 +148,28 @@ def test_bench_session6_new_projects(tmp_path, load_bench):
     (tmp_path / "manifest.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
     got = bench.corpus_split(tmp_path, "test", tiny=False, new_only=True, session=6)
     assert sorted(p for p, _ in got) == ["/a", "/c", "/d"]
+
+
+def test_label_split_by_file_before_stays_split_by_file(tmp_path):
+    """fortran had 2 projects (split by file); a third project must not re-split it by source,
+    which moved old train files into test (the old model would be scored on its training files)."""
+    import json
+
+    from paretoml.filetype.corpus import CorpusConfig, _assign_splits, _previous_splits
+
+    old = [{"path": f"/a/{i}.f90", "label": "fortran", "source": "deb:cmake-data" if i % 2 else "py:numpy"}
+           for i in range(40)]
+    _assign_splits(old, CorpusConfig(seed=3))
+    assert {r["split_by"] for r in old} == {"file"}
+    man = tmp_path / "manifest.jsonl"
+    man.write_text("".join(json.dumps(r) + "\n" for r in old))
+    new = [dict(path=r["path"], label=r["label"], source=r["source"]) for r in old]
+    new += [{"path": f"/b/{i}.f90", "label": "fortran", "source": f"debs:gfortran-pkg{i % 3}"} for i in range(12)]
+    _assign_splits(new, CorpusConfig(seed=3), _previous_splits(man))
+    before = {r["path"]: r["split"] for r in old}
+    assert all(r["split"] == before[r["path"]] for r in new if r["path"] in before)
+    assert {r["split_by"] for r in new} == {"file"}
+    # without a previous manifest the same rows (3+ projects) are split by source
+    fresh = [dict(path=r["path"], label=r["label"], source=r["source"]) for r in new]
+    _assign_splits(fresh, CorpusConfig(seed=3))
+    assert {r["split_by"] for r in fresh} == {"source"}

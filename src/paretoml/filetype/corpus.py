@@ -1083,7 +1083,8 @@ def _assign_splits(rows: list[dict], cfg: CorpusConfig, previous: dict[tuple[str
     Sources are grouped by `split_unit` (one project, however packaged), taken largest first (ties
     in seeded random order), and each goes to the split furthest below its target share, so one
     big package cannot swallow a held-out split.
-    Labels with fewer than 3 sources are split by file instead (recorded as ``split_by``).
+    Labels with fewer than 3 sources are split by file instead (recorded as ``split_by``), and so
+    are labels that `previous` split by file (session 6), so that their old files keep their split.
     `previous` ((label, unit or path) -> split, see `_previous_splits`): those groups keep that
     split and count towards its share before the others are placed.
     """
@@ -1101,7 +1102,10 @@ def _assign_splits(rows: list[dict], cfg: CorpusConfig, previous: dict[tuple[str
         for r in rs:
             groups.setdefault(split_unit(r["source"]), []).append(r)
         by = "source"
-        if len(groups) < 3:
+        # a label that `previous` split by file (its keys are paths there) stays split by file even if it
+        # now has 3 projects: by source, old files would change split (an old train file in test)
+        by_file_before = previous is not None and any((lab, r["path"]) in previous for r in rs)
+        if len(groups) < 3 or by_file_before:
             groups, by = {r["path"]: [r] for r in rs}, "file"
         keys = list(groups)
         rng.shuffle(keys)

@@ -657,9 +657,10 @@ def _m_bucket(m: int) -> int:
 # Register double-buffered loops (ITERS 2 and 4: (32, 8, 2, 4), (64, 4, 2, 4), (32, 4, 4, 4),
 # (64, 4, 4, 4)) were candidates in the final H100 run and never won the tuner (docs/quantize.md),
 # so they are not tried by default; ITERS stays a kernel parameter for other GPUs and shapes.
-GEMV1_M1 = [(32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4), (128, 4, 1, 4),
-            # whole 2,048-byte rows (no split-K fix-up on K = 4096), new in session 6: not yet timed
-            (16, 64, 1, 4), (16, 32, 1, 4), (8, 64, 1, 4)]
+# First: whole 2,048-byte rows (no split-K fix-up on K = 4096; session 6, the int4 pick on two of
+# the three H100 shapes), the default when tuning is off.
+GEMV1_M1 = [(8, 64, 1, 4), (16, 64, 1, 4), (16, 32, 1, 4), (32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4),
+            (128, 4, 1, 4)]
 # (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.2-4.9 instructions per weight at
 # these sizes vs 5.4 for `_gemv1_kernel`.
 GEMV1W_M1 = [(64, 8, 4), (128, 8, 4), (64, 16, 4), (128, 16, 8), (32, 16, 4), (16, 64, 8), (32, 32, 4), (16, 32, 4)]
@@ -686,6 +687,8 @@ def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> 
         cands = [("gemv1", c) for c in GEMV1_M1]
         if bits == 4:
             cands += [("gemv1w", c) for c in GEMV1W_M1]
+        else:  # the pipelined GEMV: session 6's int8 pick on all three H100 shapes
+            cands.insert(0, ("gemv", (16, 8, 1, 4, 4)))
         cands += [("gemv", c) for c in [(32, 4, 1, 4, 4), (64, 4, 2, 4, 4), (128, 2, 4, 4, 4), (32, 8, 1, 4, 3),
                                        (16, 8, 1, 4, 4), (64, 2, 1, 4, 4), (32, 4, 4, 4, 4), (16, 4, 2, 4, 4),
                                        (64, 4, 8, 4, 3)]]

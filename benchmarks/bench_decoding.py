@@ -656,6 +656,92 @@ class Bench:
                    for k in sorted({max(1, L // 4), max(1, L // 2)})]
         for prefix, small, rules, small_what in smalls:
             self._cascade_rules(prefix, small, large, rules, small_what, x, y, half, acc_large_cal, acc_large)
+        self._word_cascade()
+
+    def _word_completion(self, model, prompts, max_new):
+        """Greedy completion of the current word: (correct-shape outputs) generated ids (N, max_new),
+        their logits (N, max_new, V) and each output's length through its first non-letter."""
+        gens, logits = [], []
+        with torch.no_grad():
+            for i in range(0, len(prompts), 256):
+                pb = prompts[i : i + 256].to(self.device)
+                g = model.generate(pb, max_new)  # greedy, KV cache
+                lg = model(g[:, :-1]).logits[:, pb.shape[1] - 1 :].float()  # teacher-forced on its own output
+                gens.append(lg.argmax(-1).cpu())
+                logits.append(lg.cpu())
+        gen, lg = torch.cat(gens), torch.cat(logits)
+        nonletter = ~self._is_letter[gen]
+        first = torch.where(nonletter.any(1), nonletter.float().argmax(1), torch.full((len(gen),), max_new - 1))
+        return gen, lg, first + 1
+
+    def _word_cascade(self):
+        """Sequence-level cascade (Gupta et al. 2024's setting): complete the word the prompt ends in;
+        an output is right when its letters and the word boundary match the text. The small model
+        answers; per-output deferral rules reduce its per-token log-probabilities (Chow-Quantile at
+        several quantiles, Chow-Average, minimum max-prob) or learn the gain from them."""
+        s = self.s
+        n, T, max_new = s["cascade_n"], 64, 12
+        chars = self.tok.chars
+        self._is_letter = torch.tensor([c.isalpha() for c in chars])
+        val = self.val_ids
+        letter = self._is_letter[val]
+        # prompt ends inside a word: the character before and the one after the cut are letters
+        cand = torch.nonzero(letter[T - 1 : -max_new - 1] & letter[T : -max_new]).flatten() + T
+        g = torch.Generator().manual_seed(13)
+        pos = cand[torch.randperm(len(cand), generator=g)]
+        rest_len = []
+        keep = []
+        for p in pos.tolist():
+            k = 0
+            while k < max_new and bool(letter[p + k]):
+                k += 1
+            if k < max_new:  # the word ends within max_new - 1 letters
+                keep.append(p)
+                rest_len.append(k)
+            if len(keep) == n:
+                break
+        pos = torch.tensor(keep)
+        L = torch.tensor(rest_len) + 1  # letters + the boundary character
+        prompts = val[pos[:, None] - T + torch.arange(T)]
+        truth = val[pos[:, None] + torch.arange(max_new)]
+
+        def right(gen, length):
+            same = (gen == truth) | (torch.arange(max_new)[None, :] >= L[:, None])
+            return same.all(1) & (length == L)
+
+        small_gen, small_lg, small_len = self._word_completion(self.distilled, prompts, max_new)
+        large_gen, _, large_len = self._word_completion(self.target, prompts, max_new)
+        ok_s, ok_l = right(small_gen, small_len), right(large_gen, large_len)
+        half = len(pos) // 2
+        acc_l_cal, acc_l = float(ok_l[:half].float().mean()), float(ok_l[half:].float().mean())
+        acc_s = float(ok_s[half:].float().mean())
+        top = torch.log_softmax(small_lg, -1).max(-1).values  # (N, max_new)
+        qs = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+        feats = torch.stack([cas.confidence(small_lg, "quantile", q, lengths=small_len) for q in qs]
+                            + [cas.confidence(small_lg, "mean", lengths=small_len), small_len.float()], 1).double()
+        rules = {f"quantile{q}": feats[:, i] for i, q in enumerate(qs) if q in (0.0, 0.25, 0.5)}
+        rules["mean"] = feats[:, len(qs)]
+        rules["max_prob_min"] = cas.confidence(small_lg, "max_prob", lengths=small_len).double()
+        # learned: ridge regression of the gain 1(large right) - 1(small right) on the quantile features
+        # (and their squares), fitted on the first half of the calibration half
+        fq = torch.cat([torch.ones(len(feats), 1, dtype=torch.double), feats, feats ** 2], 1)
+        fit = slice(0, half // 2)
+        gain = ok_l.double() - ok_s.double()
+        a = fq[fit].T @ fq[fit] + 1e-6 * len(fq[fit]) * torch.eye(fq.shape[1], dtype=torch.double)
+        rules["learned"] = -(fq @ torch.linalg.solve(a, fq[fit].T @ gain[fit]))
+        del top
+        for name, conf in rules.items():
+            thr, curve = cas.deferral_threshold(conf[:half], ok_s[:half], ok_l[:half], acc_l_cal)
+            defer = conf[half:] < thr
+            acc = float(torch.where(defer, ok_l[half:], ok_s[half:]).float().mean())
+            self.add(f"cascade-word-{name}", {"method": "cascade", "rule": name, "small": "distilled draft (1 layer)",
+                                              "task": "complete the current word (letters + boundary), tinyshakespeare val",
+                                              "threshold": thr, "n_test": len(pos) - half, "prompt_len": T},
+                     {"accuracy": acc, "accuracy_large": acc_l, "accuracy_small": acc_s,
+                      "reaches_large": float(acc >= acc_l - 0.005)},
+                     {"deferral_rate": float(defer.float().mean()),
+                      **{f"cal_deferral_within_{tol}pt": min((d for d, a_ in curve if a_ >= acc_l_cal - tol / 100),
+                                                             default=1.0) for tol in (0.5, 1)}})
 
     def _cascade_rules(self, prefix, small, large, rules, small_what, x, y, half, acc_large_cal, acc_large):
         n = len(x)

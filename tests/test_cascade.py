@@ -145,3 +145,44 @@ def test_cascade_bad_input():
 
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         gain_features(torch.zeros(2, 3, 4))
+
+
+def test_confidence_with_lengths_matches_per_row_reference():
+    from paretoml.infer.cascade import confidence
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 7, 5, generator=g) * 2
+    lengths = torch.tensor([1, 2, 3, 5, 7, 4])
+    top = torch.log_softmax(logits, -1).max(-1).values
+    p = torch.softmax(logits, -1)
+    for q in (0.0, 0.25, 0.5, 1.0):
+        want = torch.stack([torch.quantile(top[i, : lengths[i]], q) for i in range(6)])
+        torch.testing.assert_close(confidence(logits, "quantile", q, lengths=lengths), want)
+    want = torch.stack([top[i, : lengths[i]].mean() for i in range(6)])
+    torch.testing.assert_close(confidence(logits, "mean", lengths=lengths), want)
+    want = torch.stack([p[i, : lengths[i]].max(-1).values.min() for i in range(6)])
+    torch.testing.assert_close(confidence(logits, "max_prob", lengths=lengths), want)
+    # without lengths every position counts
+    torch.testing.assert_close(confidence(logits, "quantile", 0.5), torch.quantile(top, 0.5, dim=-1))
+    for bad in (torch.tensor([0, 1, 1, 1, 1, 1]), torch.tensor([8, 1, 1, 1, 1, 1]), torch.tensor([1, 2])):
+        with pytest.raises(ValueError, match="lengths"):
+            confidence(logits, "quantile", 0.5, lengths=bad)
+
+
+def test_deferral_threshold_by_hand():
+    from paretoml.infer.cascade import deferral_threshold
+
+    conf = torch.tensor([0.9, 0.1, 0.5, 0.3])
+    ok_s = torch.tensor([True, False, True, False])
+    ok_l = torch.tensor([True, True, False, True])
+    # least confident first: rows 1 (0.1), 3 (0.3), 2 (0.5), 0 (0.9)
+    # defer 0 -> 2/4, defer row 1 -> 3/4, + row 3 -> 4/4, + row 2 -> 3/4, + row 0 -> 3/4
+    thr, curve = deferral_threshold(conf, ok_s, ok_l, 1.0)
+    assert [a for _, a in curve] == [0.5, 0.75, 1.0, 0.75, 0.75]
+    assert thr == pytest.approx(0.4)  # defer rows with conf < 0.4: rows 1 and 3
+    assert deferral_threshold(conf, ok_s, ok_l, 0.5)[0] < 0.1  # the target is met with no deferral
+    assert deferral_threshold(conf, ok_s, ~ok_l | ok_l, 1.0)[0] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="equal"):
+        deferral_threshold(conf, ok_s[:3], ok_l, 0.5)
+    with pytest.raises(ValueError, match="target_accuracy"):
+        deferral_threshold(conf, ok_s, ok_l, 1.5)

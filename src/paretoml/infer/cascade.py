@@ -27,16 +27,19 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Cascade", "CascadeOutput", "confidence", "gain_features"]
+__all__ = ["Cascade", "CascadeOutput", "confidence", "gain_features", "deferral_threshold"]
 
-_RULES = ("max_prob", "margin", "entropy", "quantile", "learned")
+_RULES = ("max_prob", "margin", "entropy", "quantile", "mean", "learned")
 
 
-def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0.0) -> torch.Tensor:
+def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0.0,
+               lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Confidence per example: logits (N, K) or per-token (N, T, K) → (N,). Higher = surer.
 
-    Per-token scores are reduced by their `quantile` over T for "quantile" (of the top-token
-    log-probability) and by the minimum for the other rules.
+    Per-token scores are reduced over T: by their `quantile` for "quantile" (of the top-token
+    log-probability; Chow-Quantile), by the mean for "mean" (Chow-Average, length-biased) and by
+    the minimum for the other rules. `lengths` (N,) ints in [1, T]: only each example's first
+    `lengths[i]` positions count (outputs of different lengths padded to T).
     """
     if rule not in _RULES:
         raise ValueError(f"confidence: rule must be one of {_RULES}, got {rule!r}")
@@ -48,8 +51,26 @@ def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0
     lp = torch.log_softmax(logits.float(), -1)
     if logits.dim() == 2:
         lp = lp[:, None]
-    if rule == "quantile":
-        return torch.quantile(lp.max(-1).values, quantile, dim=-1)
+    n, t = lp.shape[:2]
+    if lengths is None:
+        lengths = torch.full((n,), t, dtype=torch.long, device=lp.device)
+    lengths = torch.as_tensor(lengths, device=lp.device).long()
+    if lengths.shape != (n,) or bool(((lengths < 1) | (lengths > t)).any()):
+        raise ValueError(f"confidence: lengths must be ({n},) ints in [1, {t}], got {tuple(lengths.shape)} "
+                         f"with values {lengths.min().item() if lengths.numel() else None}.."
+                         f"{lengths.max().item() if lengths.numel() else None}")
+    valid = torch.arange(t, device=lp.device)[None, :] < lengths[:, None]  # (N, T)
+    if rule in ("quantile", "mean"):
+        top = lp.max(-1).values
+        if rule == "mean":
+            return (top * valid).sum(-1) / lengths
+        # per-row quantile over the valid positions (linear interpolation, as torch.quantile)
+        srt = top.masked_fill(~valid, float("inf")).sort(-1).values
+        pos = quantile * (lengths - 1).to(top.dtype)
+        lo = pos.floor().long()
+        hi = pos.ceil().long()
+        a, b = srt.gather(1, lo[:, None])[:, 0], srt.gather(1, hi[:, None])[:, 0]
+        return a + (pos - lo.to(top.dtype)) * (b - a)
     p = lp.exp()
     if rule == "max_prob":
         s = p.max(-1).values
@@ -58,7 +79,40 @@ def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0
         s = top[..., 0] - top[..., 1]
     else:
         s = (p * lp).sum(-1)  # −entropy
-    return s.min(-1).values
+    return s.masked_fill(~valid, float("inf")).min(-1).values
+
+
+def deferral_threshold(conf: torch.Tensor, ok_small: torch.Tensor, ok_large: torch.Tensor,
+                       target_accuracy: float) -> tuple[float, list[tuple[float, float]]]:
+    """Smallest deferral, least confident first, whose accuracy reaches `target_accuracy`.
+
+    conf (N,) the small model's confidence; ok_small / ok_large (N,) bool: each model right.
+    Returns (threshold: defer where conf < threshold — the midpoint between the last deferred
+    and the first kept confidence, inf if even full deferral misses the target —, curve: the
+    (deferral rate, accuracy) of every k = 0..N)."""
+    n = len(conf)
+    if not (len(ok_small) == len(ok_large) == n) or n == 0:
+        raise ValueError(f"deferral_threshold: need equal, non-empty conf / ok_small / ok_large, "
+                         f"got {n}, {len(ok_small)}, {len(ok_large)}")
+    if not 0.0 <= target_accuracy <= 1.0:
+        raise ValueError(f"deferral_threshold: target_accuracy must be in [0, 1], got {target_accuracy!r}")
+    order = conf.argsort()  # least confident first
+    ok_s = ok_small.to(conf.device)[order].float()
+    ok_l = ok_large.to(conf.device)[order].float()
+    # accuracy when deferring the k least confident: Σ_{<k} ok_l + Σ_{>=k} ok_s
+    acc = (torch.cat([ok_l.new_zeros(1), ok_l.cumsum(0)])
+           + torch.cat([ok_s.flip(0).cumsum(0).flip(0), ok_s.new_zeros(1)])) / n  # (n+1,)
+    curve = [(k / n, float(acc[k])) for k in range(n + 1)]
+    hit = (acc >= target_accuracy - 1e-12).nonzero()
+    k = int(hit[0]) if len(hit) else n
+    c = conf[order]
+    if k == 0:
+        thr = float(c[0]) - 1e-6
+    elif k == n:
+        thr = float("inf")
+    else:
+        thr = float((c[k - 1] + c[k]) / 2) if c[k] > c[k - 1] else float(c[k]) + 1e-9
+    return thr, curve
 
 
 def gain_features(logits: torch.Tensor) -> torch.Tensor:
@@ -164,22 +218,7 @@ class Cascade:
         ls, ll = self.small(x), self.large(x)
         if len(y) != len(ls) or len(y) == 0:
             raise ValueError(f"Cascade.calibrate: got {len(y)} labels for {len(ls)} examples (need equal, >= 1)")
-        conf = self._confidence(ls)
-        order = conf.argsort()  # least confident first
-        ok_s = (ls.argmax(-1) == y)[order].float()
-        ok_l = (ll.argmax(-1) == y)[order].float()
-        n = len(y)
-        # accuracy when deferring the k least confident: Σ_{<k} ok_l + Σ_{>=k} ok_s
-        acc = (torch.cat([ok_l.new_zeros(1), ok_l.cumsum(0)])
-               + torch.cat([ok_s.flip(0).cumsum(0).flip(0), ok_s.new_zeros(1)])) / n  # (n+1,)
-        self.curve_ = [(k / n, float(acc[k])) for k in range(n + 1)]
-        hit = (acc >= target_accuracy - 1e-12).nonzero()
-        k = int(hit[0]) if len(hit) else n
-        c = conf[order]
-        if k == 0:
-            self.threshold = float(c[0]) - 1e-6 if n else 0.0
-        elif k == n:
-            self.threshold = float("inf")
-        else:
-            self.threshold = float((c[k - 1] + c[k]) / 2) if c[k] > c[k - 1] else float(c[k]) + 1e-9
+        y = y.to(ls.device)
+        self.threshold, self.curve_ = deferral_threshold(self._confidence(ls), ls.argmax(-1) == y,
+                                                         ll.argmax(-1).to(ls.device) == y, target_accuracy)
         return self.threshold

@@ -199,6 +199,12 @@ class Bench:
         self.args = args
         self.device = torch.device(args.device)
         self.s = settings(args.tiny, self.device, args.profile)
+        for kv in filter(None, args.set.split(",")):  # e.g. --set t_seconds=1500,d_seconds=120
+            key, _, val = kv.partition("=")
+            if key not in self.s or not isinstance(self.s[key], (int, float)) or isinstance(self.s[key], bool):
+                raise ValueError(f"bench_decoding --set: {key!r} is not a numeric setting; numeric ones: "
+                                 f"{sorted(k for k, v in self.s.items() if isinstance(v, (int, float)))}")
+            self.s[key] = type(self.s[key])(float(val)) if isinstance(self.s[key], int) else float(val)
         self.env = environment(args.device, ["transformers"])
         self.points: list[Point] = []
         self.load = os.getloadavg()[0]
@@ -773,6 +779,7 @@ def main(argv=None):
     ap.add_argument("--save-dir", default=None, help="write trained draft weights (safetensors) here")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip")
     ap.add_argument("--profile", default="", choices=["", "cpu"], help="cpu: small models trained on CPU")
+    ap.add_argument("--set", default="", help="override numeric settings, e.g. t_seconds=1500,d_seconds=120")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -828,7 +828,12 @@ def _pick(x, wq, scale, zero, bias, bits, gs, in_features, out) -> tuple:
     # call reads its weights from HBM as in a model's forward. (Session 5's tuner wrote 64 MiB
     # before each call instead; the write cost 3-4x the kernel and hid µs differences.)
     nbytes = wq.numel() * wq.element_size()
-    copies = [wq] + [wq.clone() for _ in range(min(15, -(-(96 << 20) // nbytes) - 1))]
+    copies = [wq]
+    for _ in range(min(15, -(-(96 << 20) // nbytes) - 1)):
+        try:
+            copies.append(wq.clone())
+        except torch.cuda.OutOfMemoryError:  # a full GPU: time on fewer copies (partly from L2) rather than fail
+            break
     best, best_ms = cands[0], float("inf")
     log = TUNE_LOG.setdefault(key, [])
     for kind, cfg in cands:

@@ -163,6 +163,14 @@ def hf_generate(hf, prompt: torch.Tensor, n_new: int, assistant=None, gamma: int
     return hf.generate(prompt, **kw)[:, prompt.shape[1] :]
 
 
+def word_right(gen: torch.Tensor, length: torch.Tensor, truth: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: an output completes the word right. gen / truth (N, T) ids; length / L (N,): the
+    output's and the text's letters + boundary character. Right = same length and the same first
+    L ids (the letters and the boundary character itself)."""
+    same = (gen == truth) | (torch.arange(gen.shape[1])[None, :] >= L[:, None])
+    return same.all(1) & (length == L)
+
+
 # --- settings -----------------------------------------------------------------------------
 
 
@@ -664,9 +672,9 @@ class Bench:
             self._cascade_rules(prefix, small, large, rules, small_what, x, y, half, acc_large_cal, acc_large)
         self._word_cascade()
 
-    def _word_completion(self, model, prompts, max_new):
-        """Greedy completion of the current word: (correct-shape outputs) generated ids (N, max_new),
-        their logits (N, max_new, V) and each output's length through its first non-letter."""
+    def _word_completion(self, model, prompts, max_new, is_letter):
+        """Greedy continuation of each prompt: generated ids (N, max_new), their logits (N, max_new, V)
+        and each output's length through its first non-letter (`is_letter`: (V,) bool)."""
         gens, logits = [], []
         with torch.no_grad():
             for i in range(0, len(prompts), 256):
@@ -676,7 +684,7 @@ class Bench:
                 gens.append(lg.argmax(-1).cpu())
                 logits.append(lg.cpu())
         gen, lg = torch.cat(gens), torch.cat(logits)
-        nonletter = ~self._is_letter[gen]
+        nonletter = ~is_letter[gen]
         first = torch.where(nonletter.any(1), nonletter.float().argmax(1), torch.full((len(gen),), max_new - 1))
         return gen, lg, first + 1
 
@@ -688,9 +696,9 @@ class Bench:
         s = self.s
         n, T, max_new = s["cascade_n"], 64, 12
         chars = self.tok.chars
-        self._is_letter = torch.tensor([c.isalpha() for c in chars])
+        is_letter = torch.tensor([c.isalpha() for c in chars])
         val = self.val_ids
-        letter = self._is_letter[val]
+        letter = is_letter[val]
         # prompt ends inside a word: the character before and the one after the cut are letters
         cand = torch.nonzero(letter[T - 1 : -max_new - 1] & letter[T : -max_new]).flatten() + T
         g = torch.Generator().manual_seed(13)
@@ -711,17 +719,12 @@ class Bench:
         prompts = val[pos[:, None] - T + torch.arange(T)]
         truth = val[pos[:, None] + torch.arange(max_new)]
 
-        def right(gen, length):
-            same = (gen == truth) | (torch.arange(max_new)[None, :] >= L[:, None])
-            return same.all(1) & (length == L)
-
-        small_gen, small_lg, small_len = self._word_completion(self.distilled, prompts, max_new)
-        large_gen, _, large_len = self._word_completion(self.target, prompts, max_new)
-        ok_s, ok_l = right(small_gen, small_len), right(large_gen, large_len)
+        small_gen, small_lg, small_len = self._word_completion(self.distilled, prompts, max_new, is_letter)
+        large_gen, _, large_len = self._word_completion(self.target, prompts, max_new, is_letter)
+        ok_s, ok_l = word_right(small_gen, small_len, truth, L), word_right(large_gen, large_len, truth, L)
         half = len(pos) // 2
         acc_l_cal, acc_l = float(ok_l[:half].float().mean()), float(ok_l[half:].float().mean())
         acc_s = float(ok_s[half:].float().mean())
-        top = torch.log_softmax(small_lg, -1).max(-1).values  # (N, max_new)
         qs = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
         feats = torch.stack([cas.confidence(small_lg, "quantile", q, lengths=small_len) for q in qs]
                             + [cas.confidence(small_lg, "mean", lengths=small_len), small_len.float()], 1).double()
@@ -735,7 +738,6 @@ class Bench:
         gain = ok_l.double() - ok_s.double()
         a = fq[fit].T @ fq[fit] + 1e-6 * len(fq[fit]) * torch.eye(fq.shape[1], dtype=torch.double)
         rules["learned"] = -(fq @ torch.linalg.solve(a, fq[fit].T @ gain[fit]))
-        del top
         for name, conf in rules.items():
             thr, curve = cas.deferral_threshold(conf[:half], ok_s[:half], ok_l[:half], acc_l_cal)
             defer = conf[half:] < thr

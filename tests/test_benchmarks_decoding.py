@@ -19,7 +19,8 @@ def test_bench_decoding_tiny_writes_points_of_every_phase(tmp_path, load_bench):
     names = {p.name for p in points}
     assert not [x for x in names if x.startswith("error-")], names
     for want in ("target-only-b1", "target-only-b8", "speculative-plain-g2-b1", "speculative-distilled-g4-b1",
-                 "summary-distillspec", "calm-classifier-e2-certified-b1", "cascade-max_prob", "cascade-learned"):
+                 "summary-distillspec", "calm-classifier-e2-certified-b1", "cascade-max_prob", "cascade-learned",
+                 "cascade-word-quantile0.5", "cascade-word-mean", "cascade-word-learned"):
         assert want in names
     spec = [p for p in points if p.name.startswith("speculative-")]
     assert all(p.quality["agreement"] >= 0.9 for p in spec)  # greedy: same tokens as the target (float32)
@@ -57,3 +58,21 @@ def test_decoding_probe_needs_cuda_and_says_so(load_bench):
     with pytest.raises(SystemExit) as exc:
         load_bench("bench_decoding_probe").main(["--out", "unused.jsonl"])
     assert "needs a CUDA GPU" in str(exc.value.code)
+
+
+def test_word_right_by_hand(load_bench):
+    word_right = load_bench("bench_decoding").word_right
+    truth = torch.tensor([[1, 2, 9, 5], [1, 9, 4, 4], [3, 9, 0, 0]])  # 9 = the boundary
+    L = torch.tensor([3, 2, 2])
+    gen = torch.tensor([[1, 2, 9, 7],    # right: letters and boundary match, the rest is ignored
+                        [1, 8, 9, 4],    # wrong letter (and too long)
+                        [3, 9, 0, 0]])   # right
+    length = torch.tensor([3, 3, 2])
+    assert word_right(gen, length, truth, L).tolist() == [True, False, True]
+    # the same letters without the boundary (the word goes on) is wrong
+    assert not word_right(torch.tensor([[1, 2, 5, 9]]), torch.tensor([4]), truth[:1], L[:1]).item()
+
+
+def test_set_refuses_unknown_or_non_numeric_settings(tmp_path, load_bench):
+    with pytest.raises(ValueError, match="not a numeric setting"):
+        load_bench("bench_decoding").main(["--tiny", "--set", "bogus=1", "--out", str(tmp_path / "x.jsonl")])

@@ -186,3 +186,8 @@ def test_deferral_threshold_by_hand():
         deferral_threshold(conf, ok_s[:3], ok_l, 0.5)
     with pytest.raises(ValueError, match="target_accuracy"):
         deferral_threshold(conf, ok_s, ok_l, 1.5)
+
+
+def test_confidence_refuses_quantile_outside_unit_interval():
+    with pytest.raises(ValueError, match="quantile must be in"):
+        confidence(torch.zeros(2, 3, 4), "quantile", 1.5, lengths=torch.tensor([1, 3]))

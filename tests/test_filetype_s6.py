@@ -173,3 +173,33 @@ def test_label_split_by_file_before_stays_split_by_file(tmp_path):
     fresh = [dict(path=r["path"], label=r["label"], source=r["source"]) for r in new]
     _assign_splits(fresh, CorpusConfig(seed=3))
     assert {r["split_by"] for r in fresh} == {"source"}
+
+
+def test_rtf_generator_places_each_output_under_its_inputs_project(tmp_path, monkeypatch):
+    """`_rtf` with a stand-in converter (a script that writes one .rtf per input into --outdir, as
+    soffice --convert-to does): names, projects and the count; no converter: nothing, no error."""
+    import random
+    import stat
+
+    from paretoml.filetype import _generate as gen
+
+    fake = tmp_path / "soffice"
+    fake.write_text("#!/usr/bin/env python3\nimport sys, pathlib\na = sys.argv\n"
+                    "out = pathlib.Path(a[a.index('--outdir') + 1])\n"
+                    "for f in a[a.index('--outdir') + 2:]:\n"
+                    "    (out / (pathlib.Path(f).stem + '.rtf')).write_text('{\\\\rtf1\\\\ansi hi}')\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    debs = tmp_path / "debs" / "pkg-a" / "usr" / "share" / "doc"
+    debs.mkdir(parents=True)
+    docs = [debs / "index.html", debs / "other.html"]
+    for d in docs:
+        d.write_text("<html><body>hello</body></html>")
+    base = tmp_path / "gen"
+    monkeypatch.setattr(gen, "_soffice", lambda: str(fake))
+    monkeypatch.setattr(gen, "_pkg", lambda p: "pkg-a")
+    assert gen._rtf(base, docs, random.Random(0)) == 2
+    out = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    assert out == ["rtf/pkg-a/index_0_0.rtf", "rtf/pkg-a/other_0_1.rtf"]
+    assert (base / out[0]).read_text().startswith("{\\rtf1")
+    monkeypatch.setattr(gen, "_soffice", lambda: None)
+    assert gen._rtf(tmp_path / "gen2", docs, random.Random(0)) == 0 and not (tmp_path / "gen2").exists()

@@ -472,6 +472,8 @@ def _rtf(base: Path, docs: list[Path], rng, batch: int = 40) -> int:
         return 0
     import tempfile
 
+    from paretoml.frontier import atomic_write
+
     written = 0
     with tempfile.TemporaryDirectory(prefix="ft_rtf_") as tmp:
         tmp = Path(tmp)
@@ -499,9 +501,9 @@ def _rtf(base: Path, docs: list[Path], rng, batch: int = 40) -> int:
                 for f in out_dir.glob("*.rtf"):
                     d = names.get(f.name)
                     if d is not None and f.stat().st_size > 0:
-                        dest = base / "rtf" / _rtf_project(d)
-                        dest.mkdir(parents=True, exist_ok=True)
-                        shutil.move(str(f), dest / f"{d.stem}_{b}_{f.stem}.rtf")
+                        # atomic (temp file beside, then rename): the tmp folder may be on another
+                        # file system, where a move is a copy an interruption could cut short
+                        atomic_write(base / "rtf" / _rtf_project(d) / f"{d.stem}_{b}_{f.stem}.rtf", f.read_bytes())
                         written += 1
     return written
 

@@ -661,9 +661,11 @@ def _m_bucket(m: int) -> int:
 # the three H100 shapes), the default when tuning is off.
 GEMV1_M1 = [(8, 64, 1, 4), (16, 64, 1, 4), (16, 32, 1, 4), (32, 8, 1, 4), (64, 8, 1, 4), (32, 16, 1, 4),
             (128, 4, 1, 4)]
-# (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.2-4.9 instructions per weight at
-# these sizes vs 5.4 for `_gemv1_kernel`.
-GEMV1W_M1 = [(64, 8, 4), (128, 8, 4), (64, 16, 4), (128, 16, 8), (32, 16, 4), (16, 64, 8), (32, 32, 4), (16, 32, 4)]
+# (BN, CH, warps) of `_gemv1w_kernel` (int4 only): SASS (sm_90) 4.2-4.9 instructions per weight
+# vs 5.4 for `_gemv1_kernel`, but not faster. Of the eight configs timed in session 6's H100 run 2,
+# these three came within 8% of the best kernel on some shape ((64, 16, 4) won 4096 x 11008 by 1%);
+# the other five are not tried (every candidate costs a compile on a shape's first call).
+GEMV1W_M1 = [(64, 16, 4), (16, 64, 8), (32, 16, 4)]
 
 
 def configs_for(m_bucket: int, bits: int = 8, group_size: int | None = None) -> list[tuple]:

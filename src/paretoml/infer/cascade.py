@@ -48,6 +48,8 @@ def confidence(logits: torch.Tensor, rule: str = "max_prob", quantile: float = 0
                          "and Cascade.fit_rule")
     if logits.dim() not in (2, 3):
         raise ValueError(f"confidence: logits must have shape (N, K) or (N, T, K), got {tuple(logits.shape)}")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"confidence: quantile must be in [0, 1], got {quantile!r}")
     lp = torch.log_softmax(logits.float(), -1)
     if logits.dim() == 2:
         lp = lp[:, None]

@@ -36,11 +36,11 @@ def test_rtf_by_name_and_content():
 
 def test_rtf_split_unit_is_the_inputs_package():
     # an office file written from a real text already sits in its input's package folder
-    assert _generate._rtf_project(Path("/tmp/c/gen/odt/ft_corpus_debs_ansible-core/18.odt")) == \
+    assert _generate._pkg(Path("/tmp/c/gen/odt/ft_corpus_debs_ansible-core/18.odt")) == \
         "ft_corpus_debs_ansible-core"
-    assert _generate._rtf_project(Path("/tmp/c/gen/docx/share_doc_bash/3.docx")) == "share_doc_bash"
+    assert _generate._pkg(Path("/tmp/c/gen/docx/share_doc_bash/3.docx")) == "share_doc_bash"
     # an HTML manual: its Debian package, as every other generator groups its inputs
-    assert _generate._rtf_project(Path("/tmp/ft_corpus/debs/apache2-doc/usr/share/doc/x.html")) == \
+    assert _generate._pkg(Path("/tmp/ft_corpus/debs/apache2-doc/usr/share/doc/x.html")) == \
         "ft_corpus_debs_apache2-doc"
     assert corpus._source_of(Path("/o/gen/rtf/ft_corpus_debs_apache2-doc/x_0_1.rtf"), Path("/o"), {}) == \
         "gen:rtf/ft_corpus_debs_apache2-doc"

@@ -43,7 +43,11 @@ def _files(roots, exts, limit, rng, min_size=64, max_size=8 << 20):
 
 
 def _pkg(p: Path) -> str:
-    """A stable group name for an input (its folder two levels up), used as the split unit."""
+    """A stable group name for an input (its folder two levels up), used as the split unit. An
+    input that a generator wrote (``gen/<generator>/<package>/file``, e.g. a generated ODT file
+    converted again, or a speech WAV encoded again) keeps its own input's package."""
+    if p.parent.parent.parent.name == "gen":
+        return p.parent.name
     parts = p.parts
     return "_".join(parts[2:5]).replace(".", "_")[:60] if len(parts) > 4 else "misc"
 
@@ -466,16 +470,24 @@ def _rtf(base: Path, docs: list[Path], rng, batch: int = 40) -> int:
     """RTF written by LibreOffice (headless) from real documents: HTML manuals of Debian packages
     and the office files written above from real texts (session 6). Output goes to
     ``rtf/<input's project>/`` so the split unit is the input's package. Returns files written."""
+    return _soffice_convert(base, docs, "rtf", "rtf", batch)
+
+
+def _soffice_convert(base: Path, docs: list[Path], fmt: str, folder: str, batch: int = 40) -> int:
+    """Convert `docs` with LibreOffice (headless, a private profile) to `fmt` (an extension that
+    LibreOffice exports: rtf, docx, odt, epub, xlsx, ods, pptx, odp) into
+    ``<base>/<folder>/<input's project>/``. HTML inputs are loaded as Writer documents. Returns
+    files written."""
     exe = _soffice()
     if exe is None:
-        log.warning("LibreOffice (soffice) not installed: no rtf files generated")
+        log.warning("LibreOffice (soffice) not installed: no %s files generated", fmt)
         return 0
     import tempfile
 
     from paretoml.frontier import atomic_write
 
     written = 0
-    with tempfile.TemporaryDirectory(prefix="ft_rtf_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"ft_{fmt}_") as tmp:
         tmp = Path(tmp)
         profile = (tmp / "profile").as_uri()  # a private profile: never touches the user's one
         for kind in ("html", "office"):
@@ -488,32 +500,24 @@ def _rtf(base: Path, docs: list[Path], rng, batch: int = 40) -> int:
                 for k, d in enumerate(group[b:b + batch]):  # unique names: inputs share stems (index.html)
                     link = src_dir / f"{k}{d.suffix.lower()}"
                     link.symlink_to(d)
-                    names[f"{k}.rtf"] = d
+                    names[f"{k}.{fmt}"] = d
                 cmd = [exe, "--headless", "--norestore", f"-env:UserInstallation={profile}"]
                 if kind == "html":
                     cmd.append("--infilter=HTML (StarWriter)")  # load as a text document, not Writer/Web
-                cmd += ["--convert-to", "rtf", "--outdir", str(out_dir), *sorted(map(str, src_dir.iterdir()))]
+                cmd += ["--convert-to", fmt, "--outdir", str(out_dir), *sorted(map(str, src_dir.iterdir()))]
                 try:
-                    subprocess.run(cmd, capture_output=True, timeout=600)
+                    subprocess.run(cmd, capture_output=True, timeout=900)
                 except (OSError, subprocess.TimeoutExpired) as e:
                     log.warning("soffice failed: %s", e)
                     continue
-                for f in out_dir.glob("*.rtf"):
+                for f in out_dir.glob(f"*.{fmt}"):
                     d = names.get(f.name)
                     if d is not None and f.stat().st_size > 0:
                         # atomic (temp file beside, then rename): the tmp folder may be on another
                         # file system, where a move is a copy an interruption could cut short
-                        atomic_write(base / "rtf" / _rtf_project(d) / f"{d.stem}_{b}_{f.stem}.rtf", f.read_bytes())
+                        atomic_write(base / folder / _pkg(d) / f"{d.stem}_{b}_{f.stem}.{fmt}", f.read_bytes())
                         written += 1
     return written
-
-
-def _rtf_project(doc: Path) -> str:
-    """The split unit of an RTF file: its input's package (a generated ODT/DOCX file's folder is
-    already its own input's package, see `_out`)."""
-    if doc.parent.parent.name in ("odt", "docx"):
-        return doc.parent.name
-    return _pkg(doc)
 
 
 def _rtf_inputs(out: Path, rng, limit: int = 240) -> list[Path]:
@@ -529,15 +533,157 @@ def _rtf_inputs(out: Path, rng, limit: int = 240) -> list[Path]:
     return picked[:limit - len(office)] + office
 
 
+# --------------------------------------------------------------------------- session 7
+# Session 6 left most binary containers and audio formats written by one writer each (zip by
+# Python's zipfile, office files by python-docx & co., audio by ffmpeg from 30 inputs of two
+# packages): the model had learned the writer, not the format. These add other real writers.
+
+def _one_per_package(root: Path, exts: set[str], limit: int, rng, **kw) -> list[Path]:
+    """At most one input file per unpacked package under `root` (many projects, not many files)."""
+    per_pkg: dict[str, Path] = {}
+    for f in _files([root], exts, 200_000, rng, **kw):
+        per_pkg.setdefault(f.relative_to(root).parts[0], f)
+    picked = list(per_pkg.values())
+    rng.shuffle(picked)
+    return picked[:limit]
+
+
+def _speech(base: Path, texts: list[Path], rng) -> list[Path]:
+    """WAV files that espeak-ng writes reading real texts aloud (their first ~500 characters):
+    sound inputs from many packages, and WAV from another writer. Returns the files written."""
+    if shutil.which("espeak-ng") is None:
+        log.warning("espeak-ng not installed: no speech inputs generated")
+        return []
+    out = []
+    for i, src in enumerate(texts):
+        try:
+            text = " ".join(src.read_text(errors="replace")[:500].split())
+        except OSError:
+            continue
+        dst = _out(base, "aud_speech", src, f"{i}.wav")
+        voice = rng.choice(["en", "en-us", "en-gb", "de", "fr", "es", "it"])
+        if len(text) > 40 and _run(["espeak-ng", "-v", voice, "-s", str(rng.choice([140, 175, 210])),
+                                    "-w", str(dst), "--stdin"], input=text.encode()):
+            out.append(dst)
+    return out
+
+
+def _audio_encoders(base: Path, audios: list[Path], rng) -> int:
+    """MP3 (lame; ID3v1, ID3v2, both or no tag), FLAC (the reference encoder), Ogg Vorbis (oggenc),
+    Ogg Opus (opusenc) and WAV/AIFF (sox: 8–32 bit, float, big-endian RIFX) from `audios`."""
+    import tempfile
+
+    if shutil.which("ffmpeg") is None:
+        log.warning("ffmpeg not found: no audio decoded for the encoders")
+        return 0
+    n = 0
+    with tempfile.TemporaryDirectory(prefix="ft_aud_") as tmp:
+        for i, src in enumerate(audios):
+            pcm = Path(tmp) / f"{i}.wav"  # every encoder reads WAV: decode the input once
+            if not _run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(src), "-t", "15", str(pcm)]):
+                continue
+            title = ["--tt", src.stem[:30], "--ta", _pkg(src)[:30]]
+            tag = rng.choice([[], ["--id3v1-only", *title], ["--id3v2-only", *title], ["--add-id3v2", *title]])
+            rate = rng.choice([["-b", "64"], ["-b", "128"], ["-b", "192"], ["-V", "2"], ["-V", "6"]])
+            jobs = [["lame", "--quiet", *rate, *tag, str(pcm), str(_out(base, "aud7_lame", src, f"{i}.mp3"))],
+                    ["flac", "-s", "-f", f"-{rng.randrange(9)}", *(["--no-padding"] if rng.random() < 0.3 else []),
+                     *([f"--tag=TITLE={src.stem[:30]}"] if rng.random() < 0.5 else []),
+                     "-o", str(_out(base, "aud7_flac", src, f"{i}.flac")), str(pcm)],
+                    ["oggenc", "-Q", "-q", str(rng.randrange(7)), "-o", str(_out(base, "aud7_oggenc", src, f"{i}.ogg")),
+                     str(pcm)],
+                    ["opusenc", "--quiet", "--bitrate", rng.choice(["24", "48", "96"]), str(pcm),
+                     str(_out(base, "aud7_opus", src, f"{i}.opus"))],
+                    ["sox", str(pcm), *rng.choice([["-b", "8"], ["-b", "16"], ["-b", "24"], ["-e", "floating-point",
+                     "-b", "32"]]), *(["-B"] if rng.random() < 0.4 else []),
+                     str(_out(base, "aud7_sox", src, f"{i}.wav"))],
+                    ["sox", str(pcm), "-b", rng.choice(["8", "16", "24"]), str(_out(base, "aud7_sox", src, f"{i}.aiff"))]]
+            for cmd in jobs:
+                if shutil.which(cmd[0]) and _run(cmd):
+                    n += 1
+    return n
+
+
+def _zip_writers(base: Path, dirs: list[Path], rng) -> int:
+    """ZIP archives from Info-ZIP's ``zip`` (stored to -9, ZipCrypto, with and without extra
+    fields and folder entries) and p7zip (Deflate, Deflate64, BZip2, LZMA, stored; ZipCrypto or
+    AES) of real folders, one folder a package."""
+    n = 0
+    for i, d in enumerate(dirs):
+        try:
+            members = [p.name for p in sorted(d.iterdir())[:20] if p.is_file() and not p.is_symlink()]
+        except OSError:
+            continue
+        if not members:
+            continue
+        src = d / members[0]
+        if shutil.which("zip"):
+            opts = [rng.choice(["-0", "-1", "-6", "-9"]), *(["-X"] if rng.random() < 0.5 else []),
+                    *(["-P", "paretoml"] if rng.random() < 0.2 else [])]
+            dst = _out(base, "zip_infozip", src, f"{i}.zip").resolve()
+            dst.unlink(missing_ok=True)  # zip adds to an existing archive: a rerun must start afresh
+            if rng.random() < 0.5:  # the folder itself (with its directory entry) or its files
+                n += _run(["zip", "-q", *opts, str(dst), f"{d.name}/", *[f"{d.name}/{m}" for m in members]],
+                          cwd=d.parent)
+            else:
+                n += _run(["zip", "-q", *opts, str(dst), *members], cwd=d)
+        if shutil.which("7z"):
+            method = rng.choice(["Deflate", "Deflate64", "BZip2", "LZMA", "Copy"])
+            crypt = rng.choice([[], [], [], ["-pparetoml"], ["-pparetoml", "-mem=AES256"]])
+            dst = _out(base, "zip_7z", src, f"{i}.zip").resolve()
+            dst.unlink(missing_ok=True)
+            n += _run(["7z", "a", "-bd", "-y", "-tzip", f"-mm={method}", *crypt, str(dst), *members], cwd=d)
+    return n
+
+
+def _office_lo(out: Path, rng) -> int:
+    """Office documents written by LibreOffice, whose files differ from python-docx/openpyxl/odfpy's:
+    DOCX, ODT and EPUB from HTML manuals (one a package) and the generated ODT/DOCX files, XLSX and
+    ODS from real CSV files, PPTX from the generated ODP files and ODP from the generated PPTX."""
+    html = _one_per_package(out.parent / "debs", {"html", "htm"}, 150, rng, min_size=2_000, max_size=200_000)
+    docs = html + _files([out / "odt", out / "docx"], {"odt", "docx"}, 60, rng)
+    csvs = _files([out.parent / "debs", out.parent / "pypi", Path("/usr")], {"csv"}, 150, rng, min_size=200,
+                  max_size=1 << 20)
+    n = 0
+    for fmt, inputs in (("docx", docs), ("odt", docs), ("epub", docs), ("xlsx", csvs), ("ods", csvs),
+                        ("pptx", _files([out / "odp"], {"odp"}, 120, rng)),
+                        ("odp", _files([out / "pptx"], {"pptx"}, 120, rng))):
+        n += _soffice_convert(out, [d for d in inputs if d.suffix.lower() != f".{fmt}"], fmt, f"lo_{fmt}")
+    return n
+
+
+def _late_rtf(out: Path, rng) -> int:
+    return _rtf(out, _rtf_inputs(out, rng), rng)
+
+
+def _late_audio(out: Path, rng) -> int:
+    debs = out.parent / "debs"
+    texts = _one_per_package(debs, {"txt", "md", "rst"}, 160, rng, min_size=300, max_size=1 << 20)
+    real = _files([Path("/usr/share"), debs], {"oga", "ogg", "wav", "flac", "mp3"}, 60, rng, min_size=2000)
+    return _audio_encoders(out, real + _speech(out, texts, rng), rng)
+
+
+def _late_zip(out: Path, rng) -> int:
+    picked = _one_per_package(out.parent / "debs", {"txt", "html", "png", "py", "h", "js", "css", "svg"}, 300, rng,
+                              min_size=200)
+    dirs = sorted({p.parent for p in picked})
+    rng.shuffle(dirs)
+    return _zip_writers(out, dirs, rng)
+
+
+# Generators added after a corpus's first build (name → function of (gen folder, rng)), run in
+# this order, each once: its own marker ``.done-<name>``.
+_LATE = {"rtf": "_late_rtf", "audio7": "_late_audio", "zip7": "_late_zip", "office7": "_office_lo"}
+
+
 def _late(out: Path, seed: int) -> None:
-    """Generators added after a corpus's first build, each run once (its own marker), so an
-    existing ``gen/`` folder gains their files without regenerating the rest."""
-    for name, fn in (("rtf", lambda rng: _rtf(out, _rtf_inputs(out, rng), rng)),):
+    """Run the `_LATE` generators that have not run yet, so an existing ``gen/`` folder gains
+    their files without regenerating the rest."""
+    for name, fn_name in _LATE.items():
         marker = out / f".done-{name}"
         if marker.exists():
             continue
         try:
-            n = fn(random.Random(f"{seed}-{name}"))
+            n = globals()[fn_name](out, random.Random(f"{seed}-{name}"))
             log.info("generator %s: %d files", name, n)
         except Exception as e:  # noqa: BLE001 — as in generate_all
             log.warning("generator %s failed: %s", name, e)

@@ -76,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
+                   help="start from an exported model (same architecture) instead of random weights: fine-tuning")
     t.set_defaults(func=_run_train)
 
 
@@ -210,7 +212,8 @@ def _run_train(args) -> int:
                      kernel2=args.kernel2, mean_pool=args.mean_pool)
     cfg = TrainConfig(model=mc, epochs=args.epochs, threads=args.threads, seed=args.seed, augment=args.augment,
                       batch_size=args.batch_size, lr=args.lr, per_label_epoch=args.per_label_epoch,
-                      time_budget_s=args.time_budget, export_dtype=args.export_dtype, device=args.device)
+                      time_budget_s=args.time_budget, export_dtype=args.export_dtype, device=args.device,
+                      init_from=None if args.init_from is None else str(args.init_from))
     meta = train_model(args.corpus, args.out, cfg)
     print(json.dumps({"labels": len(meta["labels"]), "val_accuracy": meta["val_accuracy"], "val_macro_f1": meta["val_macro_f1"],
                       "train_seconds": meta["train_seconds"]}))

@@ -626,6 +626,8 @@ def _verify(label: str, path: Path, data: bytes, mime: str) -> bool:
     info = KNOWLEDGE_BASE.get(label)
     if label == "applebplist":  # libmagic names no MIME type for it; check the magic itself
         return data.startswith(b"bplist0")
+    if label == "wav" and data[:4] == b"RIFX" and data[8:12] == b"WAVE":
+        return True  # big-endian WAV (session 7): libmagic describes it but names no MIME type
     if label in _BINARY_MIME:
         return any(mime.startswith(m) for m in _BINARY_MIME[label])
     if info is None or not info.is_text:

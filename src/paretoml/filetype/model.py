@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import asdict, dataclass
-from pathlib import Path
+import os
 
 import numpy as np
 
@@ -81,9 +81,10 @@ class ModelConfig:
         return (5 if self.mean_pool else 3) * self.hidden2
 
 
-def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Tensors of a ``.safetensors`` file as numpy arrays (numpy only; no pickle)."""
-    raw = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        raw = f.read()
     if len(raw) < 8:
         raise ValueError(f"{path}: not a safetensors file (only {len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
@@ -177,12 +178,12 @@ def _relu_linear(win: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return y.reshape(win.shape[0], win.shape[1], -1)
 
 
-def load_model(folder: str | Path) -> tuple[ByteModel, dict]:
+def load_model(folder: str | os.PathLike) -> tuple[ByteModel, dict]:
     """The model and its metadata (labels, thresholds, feature and model config) from `folder`."""
-    folder = Path(folder)
-    meta = json.loads((folder / "model.json").read_text())
+    with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
+        meta = json.load(f)
     cfg = ModelConfig(**meta["model_config"])
-    return ByteModel(read_safetensors(folder / "model.safetensors"), cfg), meta
+    return ByteModel(read_safetensors(os.path.join(folder, "model.safetensors")), cfg), meta
 
 
 def config_dict(cfg: ModelConfig) -> dict:

@@ -57,6 +57,10 @@ class TrainConfig:
         device: torch device (``cpu``, ``cuda``).
         threads: torch CPU threads.
         seed: initialisation and shuffling seed.
+        init_from: a model folder (``model.safetensors`` + ``model.json``, e.g. the shipped one)
+            to start from instead of a random initialisation: fine-tuning on a changed corpus
+            where full training does not fit (a CPU). Its architecture must equal `model`; the
+            output layer's rows are matched by label name, and labels it lacks start fresh.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -74,6 +78,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 2
     seed: int = 0
+    init_from: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):
@@ -95,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
         if self.export_dtype not in ("float32", "float16"):
             raise ValueError(f"TrainConfig.export_dtype must be 'float32' or 'float16', got {self.export_dtype!r}")
+        if self.init_from is not None and not (Path(self.init_from) / "model.json").is_file():
+            raise FileNotFoundError(f"TrainConfig.init_from: {self.init_from} has no model.json — give a folder "
+                                    "written by `paretoml filetype train` (e.g. src/paretoml/filetype/data)")
         if self.model.window > CORPUS_WINDOW:
             raise ValueError(f"TrainConfig.model.window must be ≤ {CORPUS_WINDOW} (the corpus window), "
                              f"got {self.model.window}")
@@ -334,6 +342,35 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray, n: int) -> float:
     return float(np.mean(f1)) if f1 else float("nan")
 
 
+def _warm_start(model, folder: str | Path, mcfg: ModelConfig, labels: list[str]) -> int:
+    """Copy an exported model's weights into the torch `model` (same architecture); the output
+    layer row by row for the labels both have. Returns how many labels were carried over."""
+    import torch
+
+    from paretoml.filetype.model import read_safetensors
+
+    folder = Path(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    if ModelConfig(**meta["model_config"]) != mcfg:
+        raise ValueError(f"init_from: {folder} has model_config {meta['model_config']}, but this run trains "
+                         f"{asdict(mcfg)}: warm start needs the same architecture (pass the same sizes)")
+    old = {k: torch.from_numpy(v.astype(np.float32)) for k, v in read_safetensors(folder / "model.safetensors").items()}
+    state = model.state_dict()
+    if set(old) != set(state):
+        raise ValueError(f"init_from: {folder} holds tensors {sorted(old)}, expected {sorted(state)}")
+    row = {lab: i for i, lab in enumerate(meta["labels"])}
+    new_i = torch.tensor([i for i, lab in enumerate(labels) if lab in row], dtype=torch.long)
+    old_i = torch.tensor([row[lab] for lab in labels if lab in row], dtype=torch.long)
+    with torch.no_grad():
+        for k, v in old.items():
+            if k.startswith("head."):  # rows of labels both have; new labels keep their fresh rows
+                state[k][new_i] = v[old_i]
+            else:
+                state[k].copy_(v)
+    model.load_state_dict(state)
+    return len(new_i)
+
+
 def train_model(corpus: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig()) -> dict:
     """Train on the corpus's train split, set thresholds on val, export to `out_dir`; returns model.json.
 
@@ -364,7 +401,11 @@ def train_arrays(data: dict[str, np.ndarray], out_dir: str | Path, cfg: TrainCon
     tr = np.nonzero((y_all >= 0) & (split == 0))[0]
     va = np.nonzero((y_all >= 0) & (split == 1))[0]
     log.info("%d labels, %d train, %d val, device %s", len(labels), len(tr), len(va), dev)
-    model = _torch_model(cfg.model, len(labels)).to(dev)
+    model = _torch_model(cfg.model, len(labels))
+    if cfg.init_from is not None:
+        kept = _warm_start(model, cfg.init_from, cfg.model, labels)
+        log.info("warm start from %s: %d of %d labels' output rows carried over", cfg.init_from, kept, len(labels))
+    model = model.to(dev)
     # class weights ∝ 1/sqrt(count): rare types matter without drowning the common ones
     cnt = np.bincount(y_all[tr], minlength=len(labels)).astype(np.float64)
     w = 1.0 / np.sqrt(np.maximum(cnt, 1))

@@ -195,3 +195,49 @@ def test_cli_train_passes_init_from(tmp_path, monkeypatch):
     assert main(["filetype", "train", str(tmp_path / "c.npz"), "--out", str(tmp_path / "o"),
                  "--init-from", str(tmp_path / "m")]) == 0
     assert got["cfg"].init_from == str(tmp_path / "m")
+
+
+# ----------------------------------------------------------------------------- Windows wheels
+
+def test_only_the_pe_members_of_a_wheel_are_unpacked(tmp_path):
+    from paretoml.filetype.corpus import _name_label, _unpack
+
+    pypi = tmp_path / "dl"
+    pypi.mkdir()
+    pe = b"MZ" + b"\0" * 62
+    with zipfile.ZipFile(pypi / "demo-1.0-cp311-cp311-win_amd64.whl", "w") as z:
+        z.writestr("demo/_speedups.cp311-win_amd64.pyd", pe)
+        z.writestr("demo/libs/helper.dll", pe)
+        z.writestr("demo-1.0.data/scripts/tool.exe", pe)
+        z.writestr("demo/__init__.py", "x = 1\n")  # sources repeat the installed project: not taken
+        z.writestr("demo-1.0.dist-info/METADATA", "Name: demo\n")
+    (pypi / "broken-1.0-cp311-cp311-win32.whl").write_bytes(b"not a zip")
+    _unpack(None, None, tmp_path / "c", pypi)
+    got = sorted(p.name for p in (tmp_path / "c" / "pypi" / "demo-1.0-cp311-cp311-win_amd64").iterdir())
+    assert got == sorted(["demo-1.0.data__scripts__tool.exe", "demo__libs__helper.dll",
+                          "demo___speedups.cp311-win_amd64.pyd"])
+    assert all(_name_label(Path(x), pe) == "pebin" for x in got)
+    assert not (tmp_path / "c" / "pypi" / "broken-1.0-cp311-cp311-win32").exists()  # skipped, no half folder
+    assert not list((tmp_path / "c" / "pypi").glob("*.partial"))
+    # all platforms of one project are one split unit, and the same as its sdist's
+    assert split_unit("pypi:demo-1.0-cp311-cp311-win_amd64") == split_unit("pypi:demo-1.0-cp311-cp311-win32") == \
+        split_unit("pypi:demo-1.0") == "py:demo"
+
+
+def test_fetch_windows_wheels_asks_pip_per_platform_and_drops_big_wheels(tmp_path, monkeypatch):
+    from paretoml.filetype import corpus
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        name, plat = cmd[cmd.index("-d") - 1], cmd[cmd.index("--platform") + 1]
+        calls.append((name, plat))
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / f"{name}-1.0-cp311-cp311-{plat}.whl").write_bytes(b"x" * (2 << 20 if name == "big" else 10))
+
+    monkeypatch.setattr(corpus.subprocess, "run", fake_run)
+    (tmp_path / "have-2.0-cp311-cp311-win32.whl").write_bytes(b"x")
+    corpus.fetch_windows_wheels(["have", "big"], tmp_path, platforms=("win_amd64", "win32"), max_mb=1)
+    assert calls == [("have", "win_amd64"), ("big", "win_amd64"), ("big", "win32")]  # win32 'have' was there
+    assert sorted(f.name for f in tmp_path.glob("*.whl")) == ["have-1.0-cp311-cp311-win_amd64.whl",
+                                                                "have-2.0-cp311-cp311-win32.whl"]

@@ -400,7 +400,9 @@ _EXT.update({"h": "c", "pl": "perl", "m": "matlab", "crt": "pem", "plist": "appl
              "txt": "txt", "zlib": "zlibstream", "zst": "zstd", "mov": "qt", "pyi": "python", "hh": "cpp",
              "sv": "verilog",
              # session 5: Magika labels new here (content checks in `_verify`)
-             "patch": "diff", "dll": "pebin", "efi": "pebin", "webvtt": "vtt"})
+             "patch": "diff", "dll": "pebin", "efi": "pebin", "webvtt": "vtt",
+             # session 7: compiled extensions of Windows wheels
+             "pyd": "pebin"})
 for _e in ("v", "l", "pro", "t1", "db", "sum", "mk", "o", "so", "sys", "a", "pp", "qt", "lsp", "pdb",
            "m4v", "ttc", "gzip", "tgz", "tbz2", "txz", "bplist", "dtx", "ltx",
            "docm", "xlsm", "pptm", "ott", "ots", "otp", "cc", "cts", "mts", "r", "lhs", "for"):
@@ -707,6 +709,41 @@ def fetch_pypi(packages: list[str], pypi_dir: Path, timeout: float = 150) -> Non
             log.warning("pip download %s: no sdist within %.0f s, skipped", p, timeout)
 
 
+# Session 7: Windows wheels whose compiled extensions, DLLs and launchers are real PE files from
+# other toolchains than the Debian ones (MSVC C/C++, Rust, Go, PyInstaller's bootloaders), for
+# x86 (PE32), x64 (PE32+) and ARM64. Only their PE members are unpacked (see `_unpack`).
+S7_WINDOWS_WHEELS = (
+    "pyyaml markupsafe charset-normalizer psutil pywin32 cffi regex ujson msgpack simplejson wrapt coverage "
+    "lxml pillow pydantic-core orjson zstandard brotli bitarray pycryptodome bcrypt cryptography greenlet "
+    "multidict yarl frozenlist aiohttp websockets pyzmq kiwisolver contourpy ruamel.yaml.clib lz4 xxhash mmh3 "
+    "pynacl rapidfuzz levenshtein protobuf pyodbc pywinpty pyinstaller setuptools distlib ruff uv ninja "
+    "numpy pandas matplotlib black mypy tornado pyarrow duckdb"
+).split()
+WINDOWS_PLATFORMS = ("win_amd64", "win32", "win_arm64")
+
+
+def fetch_windows_wheels(packages: list[str], pypi_dir: Path, platforms=WINDOWS_PLATFORMS,
+                         timeout: float = 150, max_mb: float = 30) -> None:
+    """`pip download` the CPython 3.11 Windows wheel of each package for each platform into
+    `pypi_dir` (none for a platform the project does not build; wheels over `max_mb` deleted)."""
+    pypi_dir.mkdir(parents=True, exist_ok=True)
+    for plat in platforms:
+        have = {f.name.split("-")[0].lower().replace("_", "-").replace(".", "-")
+                for f in pypi_dir.glob(f"*-{plat}.whl")}
+        for p in packages:
+            if p.lower().replace("_", "-").replace(".", "-") in have:
+                continue
+            try:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
+                                "--platform", plat, "--python-version", "3.11", "--implementation", "cp", p,
+                                "-d", str(pypi_dir)], capture_output=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("pip download %s (%s): no wheel within %.0f s, skipped", p, plat, timeout)
+    for f in pypi_dir.glob("*.whl"):
+        if f.stat().st_size > max_mb * 2**20:
+            f.unlink()
+
+
 def fetch_debian_patches(sources: list[str], dest: Path, timeout: float = 120) -> None:
     """Download the ``.debian.tar.xz`` of each Debian *source* package into `dest` (skips ones there).
 
@@ -793,6 +830,36 @@ def _unpack(debs: Path | None, npm: Path | None, out_dir: Path, pypi: Path | Non
             if not dest.exists():
                 with tarfile.open(sd) as tf:
                     tf.extractall(dest, filter="data")
+        for whl in sorted(pypi.glob("*.whl")):  # Windows wheels (session 7): their PE members only
+            _unpack_pe_members(whl, out_dir / "pypi" / whl.name[:-4])
+
+
+_PE_SUFFIXES = (".pyd", ".dll", ".exe")
+
+
+def _unpack_pe_members(whl: Path, dest: Path) -> None:
+    """The ``.pyd``/``.dll``/``.exe`` members of a wheel into `dest` (flat: member paths joined with
+    ``__``; a name that would leave `dest` cannot occur). Extracted beside, then renamed, so an
+    interrupted run leaves no half-filled folder. Sources and data of the wheel are not taken:
+    they repeat the same project's files installed here."""
+    import shutil
+    import zipfile
+
+    if dest.exists():
+        return
+    part = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(whl) as z:
+            for m in z.infolist():
+                if m.filename.lower().endswith(_PE_SUFFIXES) and not m.is_dir():
+                    (part / m.filename.replace("/", "__").lstrip(".")).write_bytes(z.read(m))
+    except zipfile.BadZipFile:
+        log.warning("%s: not a zip archive, skipped", whl)
+        shutil.rmtree(part, ignore_errors=True)
+        return
+    os.replace(part, dest)
 
 
 # --------------------------------------------------------------------------- main

@@ -140,17 +140,23 @@ def corpus_split(corpus: Path | None, split: str, tiny: bool, per_label: int = 1
     return out
 
 
+S7_WRITERS = ("gen:aud_speech/", "gen:aud7_", "gen:zip_infozip/", "gen:zip_7z/", "gen:lo_")
+
+
 def new_units(rows, session: int = 4) -> set[str]:
     """Split units (projects) that only session `session`'s package lists bring (4: the MORE_*
-    lists; 5: the S5_* lists, their PyPI sdists and the Debian source patches; 6: the S6_* lists):
-    no row of theirs comes from an earlier list, from this machine's installed files or from a
-    generator, so no model from before that session can have trained on them."""
+    lists; 5: the S5_* lists, their PyPI sdists and the Debian source patches; 6: the S6_* lists;
+    7: the session-7 writers — Info-ZIP, p7zip, lame/flac/oggenc/opusenc/sox/espeak-ng,
+    LibreOffice — and the Windows wheels): no row of theirs comes from an earlier list, from this
+    machine's installed files or from an earlier generator, so no model from before that session
+    can have trained on them."""
     from paretoml.filetype import corpus as c
     from paretoml.filetype.corpus import split_unit
 
     debs, npms, pypis = {4: (c.MORE_DEBIAN_PACKAGES, c.MORE_NPM_PACKAGES, ()),
                          5: (c.S5_DEBIAN_PACKAGES, c.S5_NPM_PACKAGES, c.S5_PYPI_SDISTS),
-                         6: (c.S6_DEBIAN_PACKAGES, c.S6_NPM_PACKAGES, c.S6_PYPI_SDISTS)}[session]
+                         6: (c.S6_DEBIAN_PACKAGES, c.S6_NPM_PACKAGES, c.S6_PYPI_SDISTS),
+                         7: ((), (), ())}[session]
     more = {"debs:" + p for p in debs}
     more_npm = {split_unit("npm:" + p.lstrip("@").replace("/", "-") + "-0") for p in npms}
     norm = lambda n: re.sub(r"[-_.]+", "-", n.lower())  # noqa: E731 — PyPI's name normalisation
@@ -161,7 +167,9 @@ def new_units(rows, session: int = 4) -> set[str]:
         is_new = (r["source"] in more or (r["source"].startswith("npm:") and u in more_npm)
                   or (r["source"].startswith("pypi:")
                       and norm(re.sub(r"-v?[0-9][^-]*$", "", r["source"][5:])) in more_py)
-                  or (session == 5 and r["source"].startswith("debsrc:")))
+                  or (session == 5 and r["source"].startswith("debsrc:"))
+                  or (session == 7 and (r["source"].startswith(S7_WRITERS)
+                                        or re.search(r"-win(32|_amd64|_arm64)$", r["source"]) is not None)))
         units[u] = units.get(u, True) and is_new
     return {u for u, v in units.items() if v}
 
@@ -239,7 +247,7 @@ def main(argv=None):
     ap.add_argument("--compare-model", type=Path, default=None,
                     help="another weights folder (e.g. the previously shipped model) measured on the same files, "
                          "as paretoml-cmp[mode]")
-    ap.add_argument("--new-session", type=int, default=6, choices=(4, 5, 6),
+    ap.add_argument("--new-session", type=int, default=6, choices=(4, 5, 6, 7),
                     help="the 'new projects' subset: projects only that session's package lists bring")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):

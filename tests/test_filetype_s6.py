@@ -117,6 +117,7 @@ def test_session6_lists_are_new_and_fetched(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "fetch_debian", lambda pkgs, d: got.setdefault("deb", list(pkgs)))
     monkeypatch.setattr(corpus, "fetch_pypi", lambda pkgs, d: got.setdefault("pypi", list(pkgs)))
     monkeypatch.setattr(corpus, "fetch_debian_patches", lambda pkgs, d: None)
+    monkeypatch.setattr(corpus, "fetch_windows_wheels", lambda pkgs, d: got.setdefault("whl", list(pkgs)))
     monkeypatch.setattr(corpus, "build_corpus", lambda *a, **k: {})
     import subprocess
 
@@ -128,6 +129,9 @@ def test_session6_lists_are_new_and_fetched(tmp_path, monkeypatch):
     assert set(corpus.S6_DEBIAN_PACKAGES) <= set(got["deb"])
     assert set(corpus.S6_PYPI_SDISTS) <= set(got["pypi"])
     assert set(corpus.S6_NPM_PACKAGES) <= set(npm_calls)
+    # session 7's lists come with the same --fetch
+    assert set(corpus.S7_PYPI_SDISTS) <= set(got["pypi"]) and got["whl"] == list(corpus.S7_WINDOWS_WHEELS)
+    assert not set(corpus.S7_PYPI_SDISTS) & set(corpus.PYPI_SDISTS + corpus.S5_PYPI_SDISTS + corpus.S6_PYPI_SDISTS)
 
 
 def test_bench_session6_new_projects(tmp_path, load_bench):

@@ -241,3 +241,18 @@ def test_fetch_windows_wheels_asks_pip_per_platform_and_drops_big_wheels(tmp_pat
     assert calls == [("have", "win_amd64"), ("big", "win_amd64"), ("big", "win32")]  # win32 'have' was there
     assert sorted(f.name for f in tmp_path.glob("*.whl")) == ["have-1.0-cp311-cp311-win_amd64.whl",
                                                                 "have-2.0-cp311-cp311-win32.whl"]
+
+
+def test_bench_session7_new_projects_are_the_new_writers_and_wheels(load_bench):
+    bench = load_bench("bench_filetype")
+    rows = [{"label": "mp3", "source": "gen:aud7_lame/ft_corpus_debs_ansible"},
+            {"label": "zip", "source": "gen:zip_7z/ft_corpus_debs_ansible"},
+            {"label": "docx", "source": "gen:lo_docx/ft_corpus_debs_gnulib"},
+            {"label": "docx", "source": "gen:docx/ft_corpus_debs_gnulib"},  # python-docx: an earlier writer
+            {"label": "pebin", "source": "pypi:ruff-0.15.0-py3-none-win_arm64"},
+            {"label": "pebin", "source": "pypi:pyyaml-6.0.4-cp311-cp311-win32"},
+            {"label": "python", "source": "py:pyyaml"},  # ... whose project is also installed here: not new
+            {"label": "zip", "source": "gen:zip/share_icons_Adwaita"}]
+    assert bench.new_units(rows, 7) == {"gen:aud7_lame/ft_corpus_debs_ansible", "gen:zip_7z/ft_corpus_debs_ansible",
+                                        "gen:lo_docx/ft_corpus_debs_gnulib", "py:ruff"}
+    assert bench.new_units(rows, 6) == set()

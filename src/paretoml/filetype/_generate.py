@@ -596,7 +596,8 @@ def _audio_encoders(base: Path, audios: list[Path], rng) -> int:
                     ["sox", str(pcm), *rng.choice([["-b", "8"], ["-b", "16"], ["-b", "24"], ["-e", "floating-point",
                      "-b", "32"]]), *(["-B"] if rng.random() < 0.4 else []),
                      str(_out(base, "aud7_sox", src, f"{i}.wav"))],
-                    ["sox", str(pcm), "-b", rng.choice(["8", "16", "24"]), str(_out(base, "aud7_sox", src, f"{i}.aiff"))]]
+                    ["sox", str(pcm), "-b", rng.choice(["8", "16", "24"]),
+                     str(_out(base, "aud7_sox", src, f"{i}.aiff"))]]
             for cmd in jobs:
                 if shutil.which(cmd[0]) and _run(cmd):
                     n += 1

@@ -164,7 +164,8 @@ def _run_corpus(args) -> int:
     from paretoml.filetype.corpus import (DEBIAN_PACKAGES, DEBIAN_SOURCE_PATCHES, EXTRA_DEBIAN_PACKAGES,
                                           EXTRA_NPM_PACKAGES, MORE_DEBIAN_PACKAGES, MORE_NPM_PACKAGES, NPM_PACKAGES,
                                           PYPI_SDISTS, S5_DEBIAN_PACKAGES, S5_NPM_PACKAGES, S5_PYPI_SDISTS,
-                                          S6_DEBIAN_PACKAGES, S6_NPM_PACKAGES, S6_PYPI_SDISTS, S7_WINDOWS_WHEELS,
+                                          S6_DEBIAN_PACKAGES, S6_NPM_PACKAGES, S6_PYPI_SDISTS, S7_PYPI_SDISTS,
+                                          S7_WINDOWS_WHEELS,
                                           CorpusConfig, build_corpus, extend_corpus, fetch_debian,
                                           fetch_debian_patches, fetch_pypi, fetch_windows_wheels)
 
@@ -185,7 +186,7 @@ def _run_corpus(args) -> int:
             if not list(args.npm.glob(p.lstrip("@").replace("/", "-") + "-[0-9]*.tgz")):
                 subprocess.run(["npm", "pack", p], cwd=args.npm, capture_output=True, timeout=300)
         if args.pypi is not None and not args.extend:
-            fetch_pypi(PYPI_SDISTS + S5_PYPI_SDISTS + S6_PYPI_SDISTS, args.pypi)
+            fetch_pypi(PYPI_SDISTS + S5_PYPI_SDISTS + S6_PYPI_SDISTS + S7_PYPI_SDISTS, args.pypi)
             fetch_windows_wheels(S7_WINDOWS_WHEELS, args.pypi)  # session 7: PE files of other toolchains
         if args.debsrc is not None and not args.extend:
             fetch_debian_patches(DEBIAN_SOURCE_PATCHES, args.debsrc)

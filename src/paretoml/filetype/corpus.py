@@ -720,6 +720,9 @@ S7_WINDOWS_WHEELS = (
     "numpy pandas matplotlib black mypy tornado pyarrow duckdb"
 ).split()
 WINDOWS_PLATFORMS = ("win_amd64", "win32", "win_arm64")
+# Session 7: sdists whose test files are office documents written by Word, Excel, PowerPoint and
+# LibreOffice (member order and metadata that python-docx & co. do not write).
+S7_PYPI_SDISTS = ["python-docx", "python-pptx", "odfpy", "tablib", "pyexcel-xlsx", "pyexcel-ods3", "ezodf"]
 
 
 def fetch_windows_wheels(packages: list[str], pypi_dir: Path, platforms=WINDOWS_PLATFORMS,

@@ -653,10 +653,12 @@ def _office_lo(out: Path, rng) -> int:
 
 
 def _late_rtf(out: Path, rng) -> int:
+    """Session 6: RTF from LibreOffice (`_rtf`)."""
     return _rtf(out, _rtf_inputs(out, rng), rng)
 
 
 def _late_audio(out: Path, rng) -> int:
+    """Session 7: the audio encoders over the real sounds and speech of texts of 160 packages."""
     debs = out.parent / "debs"
     texts = _one_per_package(debs, {"txt", "md", "rst"}, 160, rng, min_size=300, max_size=1 << 20)
     real = _files([Path("/usr/share"), debs], {"oga", "ogg", "wav", "flac", "mp3"}, 60, rng, min_size=2000)
@@ -664,6 +666,7 @@ def _late_audio(out: Path, rng) -> int:
 
 
 def _late_zip(out: Path, rng) -> int:
+    """Session 7: Info-ZIP and p7zip archives of one folder from each of up to 300 packages."""
     picked = _one_per_package(out.parent / "debs", {"txt", "html", "png", "py", "h", "js", "css", "svg"}, 300, rng,
                               min_size=200)
     dirs = sorted({p.parent for p in picked})
@@ -671,8 +674,9 @@ def _late_zip(out: Path, rng) -> int:
     return _zip_writers(out, dirs, rng)
 
 
-# Generators added after a corpus's first build (name → function of (gen folder, rng)), run in
-# this order, each once: its own marker ``.done-<name>``.
+# Generators added after a corpus's first build (name → the name of a function of (gen folder,
+# rng), looked up when it runs so that tests can stand in for it), run in this order, each once:
+# its own marker ``.done-<name>``.
 _LATE = {"rtf": "_late_rtf", "audio7": "_late_audio", "zip7": "_late_zip", "office7": "_office_lo"}
 
 

@@ -256,3 +256,15 @@ def test_bench_session7_new_projects_are_the_new_writers_and_wheels(load_bench):
     assert bench.new_units(rows, 7) == {"gen:aud7_lame/ft_corpus_debs_ansible", "gen:zip_7z/ft_corpus_debs_ansible",
                                         "gen:lo_docx/ft_corpus_debs_gnulib", "py:ruff"}
     assert bench.new_units(rows, 6) == set()
+
+
+def test_bench_byte_compiles_paretoml_before_timing_the_cold_start(load_bench):
+    import importlib.util
+    import os
+
+    import paretoml.filetype.detector as det
+
+    bench = load_bench("bench_filetype")
+    assert bench.compile_bytecode()
+    pyc = importlib.util.cache_from_source(det.__file__)
+    assert os.path.exists(pyc) and os.path.getmtime(pyc) >= os.path.getmtime(det.__file__)

@@ -268,3 +268,34 @@ def test_bench_byte_compiles_paretoml_before_timing_the_cold_start(load_bench):
     assert bench.compile_bytecode()
     pyc = importlib.util.cache_from_source(det.__file__)
     assert os.path.exists(pyc) and os.path.getmtime(pyc) >= os.path.getmtime(det.__file__)
+
+
+def test_encoder_output_reaches_the_corpus_whole_or_not_at_all(tmp_path):
+    import sys
+
+    tmp, dst = tmp_path / "t" / "out.bin", tmp_path / "gen" / "x" / "p" / "0.bin"
+    tmp.parent.mkdir()
+    dst.parent.mkdir(parents=True)
+    # a writer that fails after writing part of its output: nothing reaches the corpus, no leftover
+    fail = [sys.executable, "-c", f"open({str(tmp)!r}, 'wb').write(b'half'); raise SystemExit(1)"]
+    assert not _generate._run_atomic(fail, tmp, dst)
+    assert not dst.exists() and not tmp.exists()
+    ok = [sys.executable, "-c", f"open({str(tmp)!r}, 'wb').write(b'whole file')"]
+    assert _generate._run_atomic(ok, tmp, dst) and dst.read_bytes() == b"whole file" and not tmp.exists()
+    # a writer that exits 0 but writes nothing does not count either
+    assert not _generate._run_atomic([sys.executable, "-c", "pass"], tmp, tmp_path / "gen" / "x" / "p" / "1.bin")
+    assert not (tmp_path / "gen" / "x" / "p" / "1.bin").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("soffice") or shutil.which("libreoffice")), reason="LibreOffice not installed")
+def test_libreoffice_writes_docx_that_passes_the_content_check(tmp_path):
+    from paretoml.filetype.corpus import _magic
+
+    d = tmp_path / "c" / "debs" / "alpha-doc" / "usr" / "share" / "doc"
+    d.mkdir(parents=True)
+    (d / "index.html").write_text("<html><body><h1>Alpha</h1><p>Some <b>bold</b> words.</p></body></html>")
+    assert _generate._soffice_convert(tmp_path / "c" / "gen", [d / "index.html"], "docx", "lo_docx") == 1
+    (out,) = (tmp_path / "c" / "gen" / "lo_docx").glob("*/*.docx")
+    assert out.parent.name == _generate._pkg(d / "index.html")
+    data = out.read_bytes()[:65536]
+    assert _verify("docx", out, data, _magic().from_buffer(data))

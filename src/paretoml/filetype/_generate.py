@@ -65,6 +65,20 @@ def _run(cmd, **kw) -> bool:
         return False
 
 
+def _run_atomic(cmd: list[str], tmp: Path, dst: Path, **kw) -> bool:
+    """Run `cmd`, which writes the file `tmp` (in a private temporary folder), and on success move
+    the result to `dst` atomically: an interrupted or failed encoder never leaves a cut file in
+    the corpus, and a rerun never appends to an earlier archive. Returns whether `dst` was written."""
+    from paretoml.frontier import atomic_write
+
+    tmp.unlink(missing_ok=True)
+    ok = _run(cmd, **kw) and tmp.is_file() and tmp.stat().st_size > 0
+    if ok:
+        atomic_write(dst, tmp.read_bytes())
+    tmp.unlink(missing_ok=True)
+    return ok
+
+
 def _images(base, imgs, rng):
     from PIL import Image
 
@@ -554,17 +568,20 @@ def _speech(base: Path, texts: list[Path], rng) -> list[Path]:
     if shutil.which("espeak-ng") is None:
         log.warning("espeak-ng not installed: no speech inputs generated")
         return []
+    import tempfile
+
     out = []
-    for i, src in enumerate(texts):
-        try:
-            text = " ".join(src.read_text(errors="replace")[:500].split())
-        except OSError:
-            continue
-        dst = _out(base, "aud_speech", src, f"{i}.wav")
-        voice = rng.choice(["en", "en-us", "en-gb", "de", "fr", "es", "it"])
-        if len(text) > 40 and _run(["espeak-ng", "-v", voice, "-s", str(rng.choice([140, 175, 210])),
-                                    "-w", str(dst), "--stdin"], input=text.encode()):
-            out.append(dst)
+    with tempfile.TemporaryDirectory(prefix="ft_speech_") as tmp:
+        for i, src in enumerate(texts):
+            try:
+                text = " ".join(src.read_text(errors="replace")[:500].split())
+            except OSError:
+                continue
+            dst, part = _out(base, "aud_speech", src, f"{i}.wav"), Path(tmp) / f"{i}.wav"
+            voice = rng.choice(["en", "en-us", "en-gb", "de", "fr", "es", "it"])
+            if len(text) > 40 and _run_atomic(["espeak-ng", "-v", voice, "-s", str(rng.choice([140, 175, 210])),
+                                               "-w", str(part), "--stdin"], part, dst, input=text.encode()):
+                out.append(dst)
     return out
 
 
@@ -585,21 +602,23 @@ def _audio_encoders(base: Path, audios: list[Path], rng) -> int:
             title = ["--tt", src.stem[:30], "--ta", _pkg(src)[:30]]
             tag = rng.choice([[], ["--id3v1-only", *title], ["--id3v2-only", *title], ["--add-id3v2", *title]])
             rate = rng.choice([["-b", "64"], ["-b", "128"], ["-b", "192"], ["-V", "2"], ["-V", "6"]])
-            jobs = [["lame", "--quiet", *rate, *tag, str(pcm), str(_out(base, "aud7_lame", src, f"{i}.mp3"))],
-                    ["flac", "-s", "-f", f"-{rng.randrange(9)}", *(["--no-padding"] if rng.random() < 0.3 else []),
-                     *([f"--tag=TITLE={src.stem[:30]}"] if rng.random() < 0.5 else []),
-                     "-o", str(_out(base, "aud7_flac", src, f"{i}.flac")), str(pcm)],
-                    ["oggenc", "-Q", "-q", str(rng.randrange(7)), "-o", str(_out(base, "aud7_oggenc", src, f"{i}.ogg")),
-                     str(pcm)],
-                    ["opusenc", "--quiet", "--bitrate", rng.choice(["24", "48", "96"]), str(pcm),
-                     str(_out(base, "aud7_opus", src, f"{i}.opus"))],
-                    ["sox", str(pcm), *rng.choice([["-b", "8"], ["-b", "16"], ["-b", "24"], ["-e", "floating-point",
-                     "-b", "32"]]), *(["-B"] if rng.random() < 0.4 else []),
-                     str(_out(base, "aud7_sox", src, f"{i}.wav"))],
-                    ["sox", str(pcm), "-b", rng.choice(["8", "16", "24"]),
-                     str(_out(base, "aud7_sox", src, f"{i}.aiff"))]]
-            for cmd in jobs:
-                if shutil.which(cmd[0]) and _run(cmd):
+            sox_wav = rng.choice([["-b", "8"], ["-b", "16"], ["-b", "24"], ["-e", "floating-point", "-b", "32"]])
+            jobs = {  # (generator folder, extension) -> command writing {out}
+                ("aud7_lame", "mp3"): ["lame", "--quiet", *rate, *tag, str(pcm), "{out}"],
+                ("aud7_flac", "flac"): ["flac", "-s", "-f", f"-{rng.randrange(9)}",
+                                        *(["--no-padding"] if rng.random() < 0.3 else []),
+                                        *([f"--tag=TITLE={src.stem[:30]}"] if rng.random() < 0.5 else []),
+                                        "-o", "{out}", str(pcm)],
+                ("aud7_oggenc", "ogg"): ["oggenc", "-Q", "-q", str(rng.randrange(7)), "-o", "{out}", str(pcm)],
+                ("aud7_opus", "opus"): ["opusenc", "--quiet", "--bitrate", rng.choice(["24", "48", "96"]), str(pcm),
+                                        "{out}"],
+                ("aud7_sox", "wav"): ["sox", str(pcm), *sox_wav, *(["-B"] if rng.random() < 0.4 else []), "{out}"],
+                ("aud7_sox", "aiff"): ["sox", str(pcm), "-b", rng.choice(["8", "16", "24"]), "{out}"],
+            }
+            for (gen, ext), cmd in jobs.items():
+                part = Path(tmp) / f"out.{ext}"
+                if shutil.which(cmd[0]) and _run_atomic([str(part) if c == "{out}" else c for c in cmd], part,
+                                                        _out(base, gen, src, f"{i}.{ext}")):
                     n += 1
     return n
 
@@ -608,31 +627,33 @@ def _zip_writers(base: Path, dirs: list[Path], rng) -> int:
     """ZIP archives from Info-ZIP's ``zip`` (stored to -9, ZipCrypto, with and without extra
     fields and folder entries) and p7zip (Deflate, Deflate64, BZip2, LZMA, stored; ZipCrypto or
     AES) of real folders, one folder a package."""
+    import tempfile
+
     n = 0
-    for i, d in enumerate(dirs):
-        try:
-            members = [p.name for p in sorted(d.iterdir())[:20] if p.is_file() and not p.is_symlink()]
-        except OSError:
-            continue
-        if not members:
-            continue
-        src = d / members[0]
-        if shutil.which("zip"):
-            opts = [rng.choice(["-0", "-1", "-6", "-9"]), *(["-X"] if rng.random() < 0.5 else []),
-                    *(["-P", "paretoml"] if rng.random() < 0.2 else [])]
-            dst = _out(base, "zip_infozip", src, f"{i}.zip").resolve()
-            dst.unlink(missing_ok=True)  # zip adds to an existing archive: a rerun must start afresh
-            if rng.random() < 0.5:  # the folder itself (with its directory entry) or its files
-                n += _run(["zip", "-q", *opts, str(dst), f"{d.name}/", *[f"{d.name}/{m}" for m in members]],
-                          cwd=d.parent)
-            else:
-                n += _run(["zip", "-q", *opts, str(dst), *members], cwd=d)
-        if shutil.which("7z"):
-            method = rng.choice(["Deflate", "Deflate64", "BZip2", "LZMA", "Copy"])
-            crypt = rng.choice([[], [], [], ["-pparetoml"], ["-pparetoml", "-mem=AES256"]])
-            dst = _out(base, "zip_7z", src, f"{i}.zip").resolve()
-            dst.unlink(missing_ok=True)
-            n += _run(["7z", "a", "-bd", "-y", "-tzip", f"-mm={method}", *crypt, str(dst), *members], cwd=d)
+    with tempfile.TemporaryDirectory(prefix="ft_zip_") as tmp:
+        part = Path(tmp) / "out.zip"
+        for i, d in enumerate(dirs):
+            try:
+                members = [p.name for p in sorted(d.iterdir())[:20] if p.is_file() and not p.is_symlink()]
+            except OSError:
+                continue
+            if not members:
+                continue
+            src = d / members[0]
+            if shutil.which("zip"):
+                opts = [rng.choice(["-0", "-1", "-6", "-9"]), *(["-X"] if rng.random() < 0.5 else []),
+                        *(["-P", "paretoml"] if rng.random() < 0.2 else [])]
+                dst = _out(base, "zip_infozip", src, f"{i}.zip")
+                if rng.random() < 0.5:  # the folder itself (with its directory entry) or its files
+                    n += _run_atomic(["zip", "-q", *opts, str(part), f"{d.name}/", *[f"{d.name}/{m}" for m in members]],
+                                     part, dst, cwd=d.parent)
+                else:
+                    n += _run_atomic(["zip", "-q", *opts, str(part), *members], part, dst, cwd=d)
+            if shutil.which("7z"):
+                method = rng.choice(["Deflate", "Deflate64", "BZip2", "LZMA", "Copy"])
+                crypt = rng.choice([[], [], [], ["-pparetoml"], ["-pparetoml", "-mem=AES256"]])
+                n += _run_atomic(["7z", "a", "-bd", "-y", "-tzip", f"-mm={method}", *crypt, str(part), *members],
+                                 part, _out(base, "zip_7z", src, f"{i}.zip"), cwd=d)
     return n
 
 

@@ -42,6 +42,12 @@ SWEEP: dict[str, tuple[dict, dict]] = {
     "k3m_long": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=100, augment=0.5)),
     # session 6: the shipped architecture, trained longer (100 epochs beat 60 on val in session 5)
     "k3m_160": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=160, augment=0.5)),
+    # session 8: longer, wider and wider-window variants of the shipped architecture (GPU)
+    "k3m_240": ({**BASE, "embed_dim": 16, "kernel2": 3, "mean_pool": True}, dict(epochs=240, augment=0.5)),
+    "h96k3m_160": ({**BASE, "embed_dim": 16, "hidden": 96, "hidden2": 128, "kernel2": 3, "mean_pool": True},
+                   dict(epochs=160, augment=0.5)),
+    "w1024k3m_160": ({**BASE, "window": 1024, "embed_dim": 16, "kernel2": 3, "mean_pool": True},
+                     dict(epochs=160, augment=0.5)),
     "h96k2m": ({**BASE, "embed_dim": 16, "hidden": 96, "hidden2": 128, "kernel2": 2, "mean_pool": True},
                dict(epochs=60, augment=0.5)),
     "w1024": ({**BASE, "window": 1024}, dict(epochs=40, augment=0.5)),

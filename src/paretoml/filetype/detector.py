@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
 import numpy as np
 
+from paretoml.filetype.containers import zip_label
 from paretoml.filetype.features import FeatureConfig, Features, features_from_bytes, features_from_ends, read_ends
 from paretoml.filetype.labels import info
 from paretoml.filetype.model import ByteModel, load_model
@@ -99,6 +101,17 @@ class FileTypeResult:
         return d
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _zip_rule(read_at, size: int) -> str | None:
+    """`zip_label`, with a damaged archive (a record cut short) left to the model."""
+    try:
+        return zip_label(read_at, size)
+    except (struct.error, ValueError):
+        return None
+
+
 def _typed(path: str, label: str, score: float, decided_by: str, model_label: str = "",
            overwrite_reason: str = "") -> FileTypeResult:
     i = info(label)
@@ -143,6 +156,10 @@ class Detector:
         data = bytes(data)
         if not data:
             return _typed("-", "empty", 1.0, "rule")
+        if data[:4] in _ZIP_MAGIC:
+            label = _zip_rule(lambda off, n: data[off:off + n], len(data))
+            if label is not None:
+                return _typed("-", label, 1.0, "rule")
         f = features_from_bytes(data, self.feature_config)
         return self._decide_one("-", f)
 
@@ -196,6 +213,10 @@ class Detector:
                 if not stat.S_ISREG(st.st_mode):
                     return FileTypeResult(path, "not_regular_file", message=f"{path}: not a regular file")
                 head, tail = read_ends(fd, st.st_size, self.feature_config.block_size)
+                if head[:4] in _ZIP_MAGIC:
+                    label = _zip_rule(lambda off, n: os.pread(fd, n, off), st.st_size)
+                    if label is not None:
+                        return _typed(path, label, 1.0, "rule")
             finally:
                 os.close(fd)
         except FileNotFoundError as e:

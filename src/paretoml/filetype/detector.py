@@ -31,6 +31,7 @@ from paretoml.filetype.containers import zip_label
 from paretoml.filetype.features import FeatureConfig, Features, features_from_bytes, features_from_ends, read_ends
 from paretoml.filetype.labels import info
 from paretoml.filetype.model import ByteModel, load_model
+from paretoml.filetype.signatures import signature_label
 
 __all__ = ["Detector", "DetectorConfig", "FileTypeResult", "MODES"]
 
@@ -160,6 +161,9 @@ class Detector:
             label = _zip_rule(lambda off, n: data[off:off + n], len(data))
             if label is not None:
                 return _typed("-", label, 1.0, "rule")
+        label = signature_label(data[:64])
+        if label is not None:
+            return _typed("-", label, 1.0, "rule")
         f = features_from_bytes(data, self.feature_config)
         return self._decide_one("-", f)
 
@@ -227,6 +231,9 @@ class Detector:
             return FileTypeResult(path, "error", message=f"{path}: {e.strerror or e}")
         if not head and not tail:
             return _typed(path, "empty", 1.0, "rule")
+        label = signature_label(head[:64])
+        if label is not None:
+            return _typed(path, label, 1.0, "rule")
         f = features_from_ends(head, tail, self.feature_config)
         rule = self._small_rule(path, f)
         return rule if rule is not None else f

@@ -123,6 +123,9 @@ _TABLE: dict[str, tuple[str, str, str, str, bool]] = {
     "pythonbytecode": ("application/x-bytecode.python", "executable", "Python compiled bytecode", "pyc pyo", False),
     "wasm": ("application/wasm", "executable", "Web Assembly", "wasm", False),
     "ar": ("application/x-archive", "archive", "ar archive (static library)", "a", False),
+    "macho": ("application/x-mach-o", "executable", "Mach-O executable", "dylib bundle so", False),
+    "dex": ("application/x-android-dex", "executable", "Dalvik dex file", "dex", False),
+    "lnk": ("application/x-ms-shortcut", "application", "MS Windows shortcut", "lnk", False),
     # archives and compression
     "bzip": ("application/x-bzip2", "archive", "bzip2 compressed data", "bz2 tbz2", False),
     "cab": ("application/vnd.ms-cab-compressed", "archive", "Microsoft Cabinet archive data", "cab", False),
@@ -132,6 +135,9 @@ _TABLE: dict[str, tuple[str, str, str, str, bool]] = {
     "jar": ("application/java-archive", "archive", "Java archive data (JAR)", "jar", False),
     "lha": ("application/x-lha", "archive", "LHarc archive", "lha lzh", False),
     "rar": ("application/x-rar", "archive", "RAR archive data", "rar", False),
+    "rpm": ("application/x-rpm", "archive", "RedHat Package Manager archive (RPM)", "rpm", False),
+    "squashfs": ("application/octet-stream", "archive", "Squash filesystem", "sqsh squashfs", False),
+    "xar": ("application/x-xar", "archive", "XAR archive compressed data", "xar pkg", False),
     "sevenzip": ("application/x-7z-compressed", "archive", "7-zip archive data", "7z", False),
     "tar": ("application/x-tar", "archive", "POSIX tar archive", "tar", False),
     "xz": ("application/x-xz", "archive", "XZ compressed data", "xz txz", False),
@@ -150,6 +156,7 @@ _TABLE: dict[str, tuple[str, str, str, str, bool]] = {
     "odt": ("application/vnd.oasis.opendocument.text", "document", "OpenDocument Text", "odt ott", False),
     "ods": ("application/vnd.oasis.opendocument.spreadsheet", "document", "OpenDocument Spreadsheet", "ods ots", False),
     "odp": ("application/vnd.oasis.opendocument.presentation", "document", "OpenDocument Presentation", "odp otp", False),
+    "chm": ("application/chm", "document", "MS Windows HtmlHelp Data", "chm", False),
     "xls": ("application/vnd.ms-excel", "document", "Microsoft Excel CDF document", "xls", False),
     # images
     "bmp": ("image/bmp", "image", "BMP image data", "bmp", False),

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["Detector", "DetectorConfig", "FileTypeResult", "FeatureConfig", "ContentTypeInfo", "MODES"]
+__all__ = ["Detector", "DetectorConfig", "FileTypeResult", "FeatureConfig", "ContentTypeInfo", "MODES", "MODELS"]
 
 _WHERE = {"Detector": "detector", "DetectorConfig": "detector", "FileTypeResult": "detector", "MODES": "detector",
+          "MODELS": "detector",
           "FeatureConfig": "features", "ContentTypeInfo": "labels"}
 
 

@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="high-confidence",
                    choices=["high-confidence", "medium-confidence", "best-guess"])
     p.add_argument("--no-dereference", action="store_true", help="report symlinks as symlinks")
-    p.add_argument("--model-dir", type=Path, default=None, help="weights folder (default: shipped)")
+    p.add_argument("--model", default="default", choices=["default", "fast"],
+                   help="shipped weights: default (1,024-byte windows) or fast (512, ~2x files/s)")
+    p.add_argument("--model-dir", type=Path, default=None, help="weights folder (overrides --model)")
     p.set_defaults(func=_run_identify)
 
     c = fsub.add_parser("corpus", help="build a labelled training corpus from real files (offline)",
@@ -134,7 +136,7 @@ def _run_identify(args) -> int:
 
     from paretoml.filetype import Detector, DetectorConfig
 
-    det = Detector(config=DetectorConfig(mode=args.mode, no_dereference=args.no_dereference),
+    det = Detector(config=DetectorConfig(mode=args.mode, no_dereference=args.no_dereference, model=args.model),
                    model_dir=args.model_dir)
     results = []
     paths = list(_expand(args.paths, args.recursive))

@@ -261,9 +261,16 @@ def main(argv=None):
     ap.add_argument("--compare-model", type=Path, default=None,
                     help="another weights folder (e.g. the previously shipped model) measured on the same files, "
                          "as paretoml-cmp[mode]")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the frontier plot from the JSONL at --out (into --plots, default docs/)")
     ap.add_argument("--new-session", type=int, default=6, choices=(4, 5, 6, 7),
                     help="the 'new projects' subset: projects only that session's package lists bring")
     args = ap.parse_args(argv)
+    if args.replot:
+        rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
+        plot_frontier([(r["variant"], r["peer"], r["quality"], r["cost"]) for r in rows],
+                      (args.plots or ROOT / "docs") / "filetype_frontier.png")
+        return 0
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for everyone
     env = environment("cpu")
@@ -415,18 +422,40 @@ def _plots(folder: Path, items, pred, points):
     fig.tight_layout()
     fig.savefig(folder / "filetype_confusion.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for p in points:
-        x, y = p.cost.get("files_per_s"), p.quality.get("macro_f1_both_cover")
-        if x and y is not None:
-            ax.scatter(x, y, marker="o" if not p.peer else "s", s=60)
-            ax.annotate(p.name, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    plot_frontier([(p.name, p.peer, p.quality, p.cost) for p in points], folder / "filetype_frontier.png")
+
+
+def plot_frontier(rows, out: Path) -> None:
+    """Macro-F1 vs files/s, one marker per tool and mode, a tool's modes joined by a line (they
+    share its files/s, timed on its high-confidence variant). rows: (name, peer, quality, cost)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speed = {n.split("[")[0]: c["files_per_s"] for n, _, _, c in rows if c.get("files_per_s")}
+    tools: dict[str, list] = {}
+    for name, peer, q, _ in rows:
+        tool, mode = (name.split("[") + [""])[:2]
+        if tool in speed and q.get("macro_f1_both_cover") is not None:
+            tools.setdefault(tool, []).append((mode.rstrip("]"), speed[tool], q["macro_f1_both_cover"], peer))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    short = {"high-confidence": "high", "medium-confidence": "medium", "best-guess": "best", "": ""}
+    for tool, pts in tools.items():
+        pts.sort(key=lambda t: t[2])
+        xs, ys = [t[1] for t in pts], [t[2] for t in pts]
+        line, = ax.plot(xs, ys, marker="s" if pts[0][3] else "o", ms=7, lw=1)
+        ax.annotate(tool, (xs[-1], ys[-1]), fontsize=8, xytext=(6, 6), textcoords="offset points",
+                    color=line.get_color())
+        for mode, x, y, _ in pts:
+            ax.annotate(short.get(mode, mode), (x, y), fontsize=7, xytext=(6, -9), textcoords="offset points",
+                        color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlabel("files/s, one core (higher is better)")
     ax.set_ylabel("macro-F1 on held-out split, types both cover")
-    ax.set_title("content-type detection: quality vs speed (same run)")
+    ax.set_title("content-type detection: quality vs speed (same run; modes of one tool share its speed)")
     fig.tight_layout()
-    fig.savefig(folder / "filetype_frontier.png", dpi=110)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
 
 

@@ -38,3 +38,19 @@ def test_bench_filetype_train_tiny(tmp_path):
         assert 0 <= p["val_accuracy"] <= 1 and p["params"] > 0
         meta = json.loads((out / p["name"] / "model.json").read_text())
         assert meta["train_config"]["export_dtype"] == "float16" and len(meta["labels"]) == 2
+
+
+def test_bench_filetype_replot(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"variant": f"paretoml[{m}]", "peer": False, "quality": {"macro_f1_both_cover": f},
+             "cost": {"files_per_s": 2000.0} if m == "high-confidence" else {}}
+            for m, f in (("high-confidence", 0.86), ("best-guess", 0.91))]
+    rows.append({"variant": "magika[high-confidence]", "peer": True, "quality": {"macro_f1_both_cover": 0.93},
+                 "cost": {"files_per_s": 160.0}})
+    out = tmp_path / "ft.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_filetype.py"), "--replot", "--out", str(out),
+                        "--plots", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    png = (tmp_path / "filetype_frontier.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000

@@ -6,9 +6,10 @@
     'python'
 
 Rules decide without the model: missing/unreadable paths and non-regular files (a status,
-never an exception), directories, symlinks (with ``no_dereference``), empty files, and
-content with fewer than 8 non-whitespace bytes (``txt`` if it decodes as UTF-8, else
-``unknown``). Everything else goes through the model; a prediction scoring below its
+never an exception), directories, symlinks (with ``no_dereference``), empty files, ZIP-based
+files by their member names (`containers`), eight binary formats outside the model's labels by
+their signatures (`signatures`), and content with fewer than 8 non-whitespace bytes (``txt`` if
+it decodes as UTF-8, else ``unknown``). Everything else goes through the model; a prediction scoring below its
 label's threshold (``high-confidence``) or below 0.5 (``medium-confidence``) falls back to
 ``txt`` (text-like labels) or ``unknown``; ``best-guess`` keeps the model's label.
 

@@ -41,7 +41,6 @@ MODES = ("high-confidence", "medium-confidence", "best-guess")
 # about twice the files/s and the same held-out accuracy (docs/filetype.md, session 8)
 _HERE = os.path.dirname(__file__)  # os.path, not pathlib: a shorter cold start
 MODELS = {"default": os.path.join(_HERE, "data"), "fast": os.path.join(_HERE, "data_fast")}
-_DATA = MODELS["default"]
 
 
 @dataclass(frozen=True)

@@ -75,19 +75,19 @@ def test_real_squashfs_image(tmp_path):
     assert Detector().identify_path(img).label == "squashfs"
 
 
-# --- the two shipped models (session 8): "default" (1,024-byte windows) and "fast" (512) -------------
+# --- the two shipped models (session 8): "default" (512-byte windows) and "wide" (1,024) -------------
 
 def test_shipped_models_differ_in_window_and_both_work(tmp_path):
     from paretoml.filetype import MODELS, DetectorConfig
 
-    assert set(MODELS) == {"default", "fast"}
-    d_default, d_fast = Detector(), Detector(config=DetectorConfig(model="fast"))
-    assert d_default.feature_config.window == 1024 and d_fast.feature_config.window == 512
-    assert Detector("best-guess", config=DetectorConfig(model="fast")).feature_config.window == 512
+    assert set(MODELS) == {"default", "wide"}
+    d_default, d_wide = Detector(), Detector(config=DetectorConfig(model="wide"))
+    assert d_default.feature_config.window == 512 and d_wide.feature_config.window == 1024
+    assert Detector("best-guess", config=DetectorConfig(model="wide")).feature_config.window == 1024
     src = b"#!/usr/bin/env python3\nimport sys\n\ndef main():\n    print(sys.argv)\n\nmain()\n" * 3
     p = tmp_path / "s.py"
     p.write_bytes(src)
-    assert d_default.identify_path(p).label == d_fast.identify_path(p).label == "python"
+    assert d_default.identify_path(p).label == d_wide.identify_path(p).label == "python"
 
 
 def test_unknown_model_name_is_a_clear_error():
@@ -107,6 +107,6 @@ def test_cli_model_flag(tmp_path, capsys):
            "scripts": {"test": "jest", "build": "tsc -p ."}, "dependencies": {"lodash": "^4.17.21"},
            "devDependencies": {"jest": "^29.0.0", "typescript": "^5.4.0"}, "license": "MIT"}
     p.write_text(json.dumps(doc, indent=2) + "\n")
-    for m in ("default", "fast"):
+    for m in ("default", "wide"):
         assert main(["filetype", "identify", "--model", m, "--mode", "best-guess", "--jsonl", str(p)]) == 0
         assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] == "json"

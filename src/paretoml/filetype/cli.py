@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="high-confidence",
                    choices=["high-confidence", "medium-confidence", "best-guess"])
     p.add_argument("--no-dereference", action="store_true", help="report symlinks as symlinks")
-    p.add_argument("--model", default="default", choices=["default", "fast"],
-                   help="shipped weights: default (1,024-byte windows) or fast (512, ~2x files/s)")
+    p.add_argument("--model", default="default", choices=["default", "wide"],
+                   help="shipped weights: default (512-byte windows) or wide (1,024, ~half the files/s)")
     p.add_argument("--model-dir", type=Path, default=None, help="weights folder (overrides --model)")
     p.set_defaults(func=_run_identify)
 

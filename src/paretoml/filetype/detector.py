@@ -37,10 +37,10 @@ from paretoml.filetype.signatures import signature_label
 __all__ = ["Detector", "DetectorConfig", "FileTypeResult", "MODES", "MODELS"]
 
 MODES = ("high-confidence", "medium-confidence", "best-guess")
-# shipped weights: "default" reads 1,024 bytes from each end; "fast" (the session-7 model) 512, at
-# about twice the files/s and the same held-out accuracy (docs/filetype.md, session 8)
+# shipped weights: "default" reads 512 bytes from each end; "wide" (session 8) 1,024, at about half
+# the files/s and, within noise, the same accuracy (docs/filetype.md, session 8)
 _HERE = os.path.dirname(__file__)  # os.path, not pathlib: a shorter cold start
-MODELS = {"default": os.path.join(_HERE, "data"), "fast": os.path.join(_HERE, "data_fast")}
+MODELS = {"default": os.path.join(_HERE, "data"), "wide": os.path.join(_HERE, "data_wide")}
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class DetectorConfig:
             (score ≥ 0.5) or ``best-guess`` (always the model's label).
         no_dereference: report symlinks as ``symlink`` instead of following them.
         batch_size: files per model call in `Detector.identify_paths`.
-        model: which shipped weights: ``default`` (1,024-byte windows) or ``fast`` (512-byte
-            windows, about 2× the files/s, same held-out accuracy).
+        model: which shipped weights: ``default`` (512-byte windows) or ``wide`` (1,024-byte
+            windows, about half the files/s, the same accuracy within noise).
     """
 
     mode: str = "high-confidence"

@@ -31,7 +31,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from paretoml.frontier import Point, environment, write_jsonl  # noqa: E402
+from paretoml.frontier import Point, environment, read_jsonl, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("PARETOML_DATA", ROOT.parent / "shared" / "data"))
@@ -267,8 +267,11 @@ def main(argv=None):
                     help="the 'new projects' subset: projects only that session's package lists bring")
     args = ap.parse_args(argv)
     if args.replot:
-        rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
-        plot_frontier([(r["variant"], r["peer"], r["quality"], r["cost"]) for r in rows],
+        try:
+            points = read_jsonl(args.out)  # errors name the file and line
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"bench_filetype --replot: {e}") from None
+        plot_frontier([(p.name, p.peer, p.quality, p.cost) for p in points],
                       (args.plots or ROOT / "docs") / "filetype_frontier.png")
         return 0
     if hasattr(os, "sched_setaffinity"):

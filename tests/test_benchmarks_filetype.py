@@ -54,3 +54,14 @@ def test_bench_filetype_replot(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     png = (tmp_path / "filetype_frontier.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+@pytest.mark.parametrize("content,msg", [(None, "no such file"), ("", "no points"), ("{not json\n", ":1: malformed")])
+def test_bench_filetype_replot_bad_input(tmp_path, content, msg):
+    out = tmp_path / "ft.jsonl"
+    if content is not None:
+        out.write_text(content)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_filetype.py"), "--replot", "--out", str(out),
+                        "--plots", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "bench_filetype --replot:" in r.stderr and msg in r.stderr, r.stderr[-800:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "filetype_frontier.png").exists()
